@@ -1,0 +1,102 @@
+"""The kernel's record of aborted requests: thread-safe and bounded.
+
+``abort_request`` arrives on the control thread while the shell side (the main
+thread, or a subshell thread) decides, message by message, whether to run a
+request.  This module is the one piece of state they share.
+
+Two kinds of abort are recorded:
+
+* **by id** — the ids a client named.  An id that already started is not
+  recorded (it is reported back as such); an id that never arrives is forgotten
+  once ``capacity`` newer ids have been recorded, so a client that aborts ids
+  the kernel never sees cannot grow the kernel's memory without limit.
+* **everything queued** — a single time stamp: every queued request of an
+  abortable type whose header ``date`` is not later than the abort request's own
+  ``date`` is aborted.  Requests created after the abort run normally.  This
+  covers requests still sitting in ZMQ buffers as well as those already read,
+  and costs one value of memory however many requests it aborts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import datetime
+
+#: Request types that an "abort everything" applies to: the ones that run user code.
+ABORT_ALL_TYPES = frozenset({"execute_request", "apply_request"})
+
+
+class AbortRecord:
+    """Which queued shell requests must be answered ``aborted`` instead of run."""
+
+    def __init__(self, capacity: int = 100_000, history: int = 100_000) -> None:
+        """``capacity`` bounds pending by-id aborts, ``history`` the ids remembered as started."""
+        self._lock = threading.Lock()
+        self._capacity = capacity
+        self._history = history
+        self._pending: OrderedDict[str, None] = OrderedDict()
+        self._started: OrderedDict[str, None] = OrderedDict()
+        self._abort_before: datetime | None = None
+        self.evicted = 0
+
+    def abort(self, msg_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Record ``msg_ids`` as aborted.
+
+        Returns ``{"pending": [...], "started": [...]}``: the ids that will be
+        aborted when they arrive (or are already queued), and those that
+        already started or finished, which an abort cannot affect.
+        """
+        pending: list[str] = []
+        started: list[str] = []
+        with self._lock:
+            for msg_id in msg_ids:
+                if msg_id in self._started:
+                    started.append(msg_id)
+                    continue
+                pending.append(msg_id)
+                self._pending[msg_id] = None
+                self._pending.move_to_end(msg_id)
+            while len(self._pending) > self._capacity:
+                self._pending.popitem(last=False)
+                self.evicted += 1
+        return {"pending": pending, "started": started}
+
+    def abort_all(self, before: datetime) -> None:
+        """Abort every queued request of an abortable type created at or before ``before``."""
+        with self._lock:
+            if self._abort_before is None or before > self._abort_before:
+                self._abort_before = before
+
+    def check(self, msg_id: str, msg_type: str, date: object) -> bool:
+        """Decide whether the request about to run must be aborted.
+
+        A request that is not aborted is remembered as started, so a later
+        abort of its id is reported as too late instead of being kept.
+        """
+        with self._lock:
+            if msg_id in self._pending:
+                del self._pending[msg_id]
+                return True
+            if (
+                self._abort_before is not None
+                and msg_type in ABORT_ALL_TYPES
+                and isinstance(date, datetime)
+                and date.tzinfo is not None
+                and date <= self._abort_before
+            ):
+                return True
+            self._started[msg_id] = None
+            if len(self._started) > self._history:
+                self._started.popitem(last=False)
+            return False
+
+    def sizes(self) -> dict[str, int]:
+        """How many ids each structure holds (for tests and diagnostics)."""
+        with self._lock:
+            return {
+                "pending": len(self._pending),
+                "started": len(self._started),
+                "evicted": self.evicted,
+            }

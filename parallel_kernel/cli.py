@@ -1,0 +1,138 @@
+"""The ``parallel-kernel`` command (also ``python -m parallel_kernel``).
+
+Subcommands: ``install``, ``uninstall``, ``demo`` and ``kernel``.  Anything
+else, for instance ``-f connection.json`` as in kernel.json, starts the kernel
+with those arguments, the way ``python -m ipykernel`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import kernelspec
+from ._version import __version__
+
+SUBCOMMANDS = ("install", "uninstall", "demo", "kernel")
+
+
+def _location_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="the current user's Jupyter data dir")
+    where.add_argument(
+        "--sys-prefix",
+        action="store_const",
+        const=sys.prefix,
+        dest="prefix",
+        help=f"this environment's prefix ({sys.prefix})",
+    )
+    where.add_argument("--prefix", help="another prefix, e.g. a virtualenv's")
+    parser.add_argument(
+        "--name",
+        default=kernelspec.KERNEL_NAME,
+        help=f"the kernelspec's name (default {kernelspec.KERNEL_NAME!r})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for the subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="parallel-kernel",
+        description="A Jupyter kernel that is also a parallel task-queue engine. "
+        "Without a subcommand, the arguments are passed to the kernel application "
+        "(see 'parallel-kernel kernel --help-all').",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    install = commands.add_parser(
+        "install",
+        help="install the kernelspec",
+        description="Install the kernelspec so Jupyter launches this Python with the parallel "
+        "kernel. Without a location option, installs system-wide.",
+    )
+    _location_options(install)
+    install.add_argument(
+        "--display-name", help=f"the name frontends show (default {kernelspec.DISPLAY_NAME!r})"
+    )
+    install.add_argument(
+        "--env",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        default=[],
+        help="set an environment variable for the kernel (repeatable)",
+    )
+
+    uninstall = commands.add_parser(
+        "uninstall",
+        help="remove an installed kernelspec",
+        description="Remove the kernelspec installed with the same location options.",
+    )
+    _location_options(uninstall)
+
+    demo = commands.add_parser(
+        "demo",
+        help="start local engines and run a small parallel job on them",
+        description="Start engines from the installed kernelspec, run a small workload on them "
+        "through apply_request, and print what happened.",
+    )
+    demo.add_argument("-n", "--engines", type=int, default=2, help="number of engines (default 2)")
+    demo.add_argument(
+        "--kernel-name",
+        default=kernelspec.KERNEL_NAME,
+        help=f"kernelspec to start engines from (default {kernelspec.KERNEL_NAME!r})",
+    )
+
+    commands.add_parser(
+        "kernel",
+        help="run the kernel (arguments as for ipykernel, e.g. -f connection.json)",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "kernel":
+        return _run_kernel(argv[1:])
+    if argv and argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
+        return _run_kernel(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return _run_command(args)
+
+
+def _run_kernel(argv: list[str]) -> int:
+    from .kernelapp import launch
+
+    launch(argv)
+    return 0
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "install":
+            path = kernelspec.install(
+                user=args.user,
+                prefix=args.prefix,
+                kernel_name=args.name,
+                display_name=args.display_name,
+                env=dict(args.env),
+            )
+            print(f"Installed kernelspec {args.name} in {path}")
+        elif args.command == "uninstall":
+            path = kernelspec.uninstall(user=args.user, prefix=args.prefix, kernel_name=args.name)
+            print(f"Removed kernelspec {args.name} from {path}")
+        elif args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(engines=args.engines, kernel_name=args.kernel_name)
+    except (OSError, ValueError) as exc:
+        print(f"parallel-kernel {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

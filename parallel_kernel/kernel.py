@@ -1,0 +1,473 @@
+"""ParallelKernel: an IPython kernel that is also a task-queue engine.
+
+Everything ``IPythonKernel`` does is inherited unchanged.  On top of it this
+class answers three messages (``docs/protocol.md`` is the reference):
+
+* ``apply_request`` (shell): call a serialized function in the user namespace
+  and send the result back in the buffers of ``apply_reply``;
+* ``clear_request`` (shell or control): reset the user namespace and re-run the
+  start-up code, never while user code runs;
+* ``abort_request`` (control): answer queued requests ``aborted`` instead of
+  running them, by id or all at once.
+
+Every request it receives gets exactly one reply, including messages of types
+it does not know, which get an error reply instead of silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from signal import SIGINT, signal
+from types import FunctionType, TracebackType
+from typing import Any
+
+from ipykernel.ipkernel import IPythonKernel
+from jupyter_client.session import utcnow
+from traitlets import Integer, List, Unicode
+
+from . import serialize
+from ._version import __version__
+from .aborts import AbortRecord
+
+#: Reply metadata keys copied from the request when present (scheduler bookkeeping).
+ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")
+
+_MISSING = object()
+
+
+class _HandlerTable(dict):
+    """A message-type → handler table that answers unknown types instead of dropping them.
+
+    ipykernel looks handlers up with ``table.get(msg_type, None)`` and, on a miss,
+    only logs; the client then waits forever.  This table hands back a handler
+    that sends a specific error reply.
+    """
+
+    def __init__(self, handlers: dict[str, Callable[..., Any]], fallback: Callable[..., Any]):
+        super().__init__(handlers)
+        self.fallback = fallback
+
+    def get(self, msg_type: str, default: Any = None) -> Any:
+        return super().get(msg_type) or self.fallback
+
+
+def reply_type(msg_type: str) -> str:
+    """The reply type that answers ``msg_type`` (``foo_request`` → ``foo_reply``)."""
+    base = msg_type[: -len("_request")] if msg_type.endswith("_request") else msg_type
+    return f"{base}_reply"
+
+
+class ParallelKernel(IPythonKernel):
+    """An ``IPythonKernel`` that also runs ``apply_request`` tasks as a parallel engine."""
+
+    engine_id = Integer(
+        0,
+        help="Integer id of this engine in a pool; reported in reply metadata and kernel_info.",
+    ).tag(config=True)
+
+    exec_lines = List(
+        Unicode(),
+        help="Lines of code run in the user namespace at start-up and after every clear_request.",
+    ).tag(config=True)
+
+    exec_files = List(
+        Unicode(),
+        help="Files (.py or .ipy) run in the user namespace after exec_lines, at start-up and "
+        "after every clear_request.",
+    ).tag(config=True)
+
+    abort_capacity = Integer(
+        100_000,
+        help="Most aborted msg_ids remembered before they arrive; the oldest are forgotten "
+        "beyond this, so aborting ids that never arrive cannot grow memory without bound.",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aborts = AbortRecord(capacity=self.abort_capacity, history=self.abort_capacity)
+        self.shell_handlers = _HandlerTable(
+            {
+                **self.shell_handlers,
+                "apply_request": self.apply_request,
+                "clear_request": self.clear_request,
+            },
+            self._unknown_request,
+        )
+        self.control_handlers = _HandlerTable(
+            {
+                **self.control_handlers,
+                "abort_request": self.abort_request,
+                "clear_request": self.control_clear_request,
+            },
+            self._unknown_request,
+        )
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        """ipykernel's kernel_info plus the ``parallel`` feature and its details."""
+        info = super().kernel_info
+        info["supported_features"] = [*info["supported_features"], "parallel"]
+        info["parallel"] = {
+            "version": __version__,
+            "format": serialize.FORMAT,
+            "format_version": serialize.FORMAT_VERSION,
+            "engine_id": self.engine_id,
+            "engine_uuid": self.ident,
+            "shell_requests": ["apply_request", "clear_request"],
+            "control_requests": ["abort_request", "clear_request"],
+        }
+        return info
+
+    def init_metadata(self, parent: dict[str, Any]) -> dict[str, Any]:
+        """Reply metadata common to every request that runs code."""
+        metadata = super().init_metadata(parent)
+        metadata["engine_id"] = self.engine_id
+        return metadata
+
+    def finish_metadata(
+        self, parent: dict[str, Any], metadata: dict[str, Any], reply_content: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Add completion time and echo the request's scheduler bookkeeping."""
+        metadata = super().finish_metadata(parent, metadata, reply_content)
+        metadata["completed"] = utcnow()
+        request_metadata = parent.get("metadata")
+        if isinstance(request_metadata, dict):
+            for key in ECHOED_METADATA:
+                if key in request_metadata:
+                    metadata[key] = request_metadata[key]
+        return metadata
+
+    # ------------------------------------------------------------------ start-up
+
+    def start(self) -> None:
+        """Start serving, after running the start-up code once."""
+        super().start()
+        self.run_startup_code()
+
+    def run_startup_code(self) -> list[str]:
+        """Run ``exec_lines`` then ``exec_files`` in the user namespace.
+
+        Errors are shown (IOPub ``error``) and logged, and do not stop the rest
+        from running.  Returns one message per failure.
+        """
+        failures = []
+        for line in self.exec_lines:
+            result = self.shell.run_cell(line, store_history=False, silent=True)
+            if not result.success:
+                failures.append(
+                    f"exec_lines {line!r}: {result.error_before_exec or result.error_in_exec!r}"
+                )
+        for path in self.exec_files:
+            try:
+                if path.endswith(".ipy"):
+                    self.shell.safe_execfile_ipy(path, raise_exceptions=True)
+                else:
+                    self.shell.safe_execfile(path, self.shell.user_ns, raise_exceptions=True)
+            except BaseException as exc:
+                self.shell.showtraceback()
+                failures.append(f"exec_files {path!r}: {exc!r}")
+        for failure in failures:
+            self.log.error("Start-up code failed: %s", failure)
+        return failures
+
+    # ------------------------------------------------------------------ apply
+
+    async def apply_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
+        """Run a serialized function in the user namespace and reply with its result."""
+        metadata = self.init_metadata(parent)
+        buffers: list[Any] = []
+        try:
+            f, args, kwargs = serialize.unpack_apply(parent["content"], parent["buffers"])
+            if not callable(f):
+                raise TypeError(
+                    f"apply_request: the function is not callable: {serialize.describe(f)}"
+                )
+            result, error = await self._call(f, args, kwargs)
+            self._restore_idle_sigint()
+            if error is not None:
+                reply_content = self._error_reply(*error)
+            else:
+                try:
+                    result_content, buffers = serialize.pack_result(result)
+                except serialize.SerializationError as exc:
+                    raise serialize.SerializationError(f"the result of {_name(f)}: {exc}") from None
+                reply_content = {"status": "ok", **result_content}
+        except BaseException as exc:
+            self._restore_idle_sigint()
+            exc.__cause__ = None
+            exc.__suppress_context__ = True
+            reply_content = self._error_reply(type(exc), exc, None)
+            buffers = []
+        self._flush_output()
+        metadata = self.finish_metadata(parent, metadata, reply_content)
+        sent = self.session.send(
+            stream,
+            "apply_reply",
+            reply_content,
+            parent=parent,
+            ident=ident,
+            buffers=buffers,
+            metadata=metadata,
+            track=bool(buffers),
+        )
+        tracker = sent.get("tracker") if sent else None
+        if buffers and tracker is not None:
+            await self._wait_until_sent(tracker)
+
+    async def _call(
+        self, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, tuple[type[BaseException], BaseException, TracebackType | None] | None]:
+        """Call ``f`` in the user namespace; return ``(result, None)`` or ``(None, exc_info)``.
+
+        The traceback in ``exc_info`` starts at the user's code: the frame of
+        this method is cut off.
+        """
+        namespace = self.shell.user_ns
+        f, carried = _bind_to_namespace(f, namespace)
+        saved = {name: namespace.get(name, _MISSING) for name in carried}
+        namespace.update(carried)
+        try:
+            result = f(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result, None
+        except BaseException as exc:
+            tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+            return None, (type(exc), exc, tb)
+        finally:
+            for name, old in saved.items():
+                if namespace.get(name, _MISSING) is carried[name]:
+                    if old is _MISSING:
+                        namespace.pop(name, None)
+                    else:
+                        namespace[name] = old
+
+    def _error_reply(
+        self, etype: type[BaseException], evalue: BaseException, tb: TracebackType | None
+    ) -> dict[str, Any]:
+        """Publish an IOPub ``error`` for the exception and build the error reply content."""
+        shell = self.shell
+        shell._last_traceback = None
+        try:
+            shell.showtraceback((etype, evalue, tb))
+            formatted = shell._last_traceback
+        except Exception:
+            self.log.exception("Could not format a traceback")
+            formatted = None
+        if formatted is None:
+            formatted = traceback.format_exception(etype, evalue, tb)
+        return {
+            "status": "error",
+            "ename": etype.__name__,
+            "evalue": _safe_str(evalue),
+            "traceback": formatted,
+            "engine_info": {
+                "engine_uuid": self.ident,
+                "engine_id": self.engine_id,
+                "method": "apply",
+            },
+        }
+
+    def _restore_idle_sigint(self) -> None:
+        """Stop turning SIGINT into KeyboardInterrupt once the user's code has returned.
+
+        ipykernel installs the interrupting handler for the whole handler call;
+        an interrupt that arrives while the reply is being built would escape
+        into ipykernel, which swallows it and sends no reply at all.
+        """
+        saved = getattr(self, "saved_sigint_handler", None)
+        if saved is not None and threading.current_thread() is threading.main_thread():
+            signal(SIGINT, saved)
+
+    @staticmethod
+    def _flush_output() -> None:
+        """Send pending stdout/stderr before the reply, so output precedes it."""
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+
+    async def _wait_until_sent(self, tracker: Any) -> None:
+        """Hold this shell until ZMQ has released the reply's zero-copy buffers.
+
+        The buffers are views of the result itself; the next task must not be
+        able to mutate an object that is still being sent.  Control messages
+        keep being served meanwhile.
+        """
+        delay = 1e-4
+        while not tracker.done:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    # ------------------------------------------------------------------ clear
+
+    async def clear_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
+        """Clear on shell: runs in queue order, after the requests sent before it."""
+        content = self._clear()
+        self.session.send(stream, "clear_reply", content, parent=parent, ident=ident)
+
+    async def control_clear_request(
+        self, stream: Any, ident: list[bytes], parent: dict[str, Any]
+    ) -> None:
+        """Clear on control: takes effect once no user code is running on the main shell.
+
+        The clear is handed to the main thread, where it waits for the shell
+        lock; this control handler returns at once so aborts and interrupts
+        keep being served, and the reply is sent from the control thread when
+        the clear is done.
+        """
+        control_loop = self.control_stream.io_loop
+
+        async def clear_in_main_thread() -> None:
+            async with self._main_asyncio_lock:
+                self.set_parent(ident, parent, channel="shell")
+                content = self._clear()
+            control_loop.add_callback(
+                self.session.send, stream, "clear_reply", content, parent, ident
+            )
+
+        self.io_loop.add_callback(clear_in_main_thread)
+
+    def _clear(self) -> dict[str, Any]:
+        """Reset the user namespace and re-run the start-up code."""
+        self.shell.reset(new_session=False)
+        failures = self.run_startup_code()
+        if failures:
+            return {
+                "status": "error",
+                "ename": "StartupError",
+                "evalue": "; ".join(failures),
+                "traceback": failures,
+            }
+        return {"status": "ok"}
+
+    # ------------------------------------------------------------------ abort
+
+    async def abort_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
+        """Abort queued requests by id (a list or one string), or all of them (null or [])."""
+        request = parent["content"]
+        msg_ids = request.get("msg_ids") if isinstance(request, dict) else _MISSING
+        if msg_ids is None or msg_ids == []:
+            date = parent["header"].get("date")
+            self.aborts.abort_all(date if _is_aware(date) else utcnow())
+            content: dict[str, Any] = {"status": "ok", "pending": "all", "started": []}
+        else:
+            if isinstance(msg_ids, str):
+                msg_ids = [msg_ids]
+            if not isinstance(msg_ids, list) or not all(isinstance(i, str) for i in msg_ids):
+                content = {
+                    "status": "error",
+                    "ename": "TypeError",
+                    "evalue": "abort_request content must be an object whose 'msg_ids' is a list "
+                    "of strings, a string, an empty list or null; got "
+                    + (_short_repr(msg_ids) if msg_ids is not _MISSING else _short_repr(request)),
+                    "traceback": [],
+                }
+            else:
+                content = {"status": "ok", **self.aborts.abort(msg_ids)}
+        self.session.send(stream, "abort_reply", content, parent=parent, ident=ident)
+
+    def should_handle(self, stream: Any, msg: dict[str, Any], idents: list[bytes]) -> bool:
+        """Answer an aborted request with its reply type and ``status: aborted``."""
+        header = msg["header"]
+        if not self.aborts.check(header["msg_id"], header["msg_type"], header.get("date")):
+            return True
+        content = {"status": "aborted"}
+        metadata = self.init_metadata(msg)
+        metadata = self.finish_metadata(msg, metadata, content)
+        self.session.send(
+            stream,
+            reply_type(header["msg_type"]),
+            content,
+            parent=msg,
+            ident=idents,
+            metadata=metadata,
+        )
+        return False
+
+    # ------------------------------------------------------------------ unknown
+
+    async def _unknown_request(
+        self, stream: Any, ident: list[bytes], parent: dict[str, Any]
+    ) -> None:
+        """Reply with a specific error to a message type this kernel does not handle."""
+        msg_type = parent["header"]["msg_type"]
+        channel = "control" if stream is self.control_stream else "shell"
+        self.log.warning("Unknown %s message type: %r", channel, msg_type)
+        content = {
+            "status": "error",
+            "ename": "UnknownMessageType",
+            "evalue": f"this kernel does not handle {msg_type!r} on the {channel} channel",
+            "traceback": [],
+        }
+        self.session.send(stream, reply_type(msg_type), content, parent=parent, ident=ident)
+
+
+def _bind_to_namespace(
+    f: Callable[..., Any], namespace: dict[str, Any]
+) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """Make a function pickled by value use ``namespace`` as its globals.
+
+    cloudpickle rebuilds a function defined in ``__main__`` (a script, a
+    notebook, a lambda, a closure) with a private globals dict holding only the
+    names it referenced on the client.  Returns the function rebound to the
+    engine namespace, and those carried names, which the caller binds in the
+    namespace for the duration of the call.  Functions from importable modules
+    are returned unchanged.
+    """
+    if isinstance(f, functools.partial):
+        func, carried = _bind_to_namespace(f.func, namespace)
+        return functools.partial(func, *f.args, **f.keywords), carried
+    if not isinstance(f, FunctionType) or f.__globals__ is namespace:
+        return f, {}
+    module = sys.modules.get(f.__module__)
+    if module is not None and getattr(module, "__dict__", None) is f.__globals__:
+        return f, {}
+    private = f.__globals__
+    carried = {
+        name: _rebind(value, namespace) if _shares_globals(value, private) else value
+        for name, value in private.items()
+        if not (name.startswith("__") and name.endswith("__"))
+    }
+    return _rebind(f, namespace), carried
+
+
+def _shares_globals(value: Any, globals_dict: dict[str, Any]) -> bool:
+    return isinstance(value, FunctionType) and value.__globals__ is globals_dict
+
+
+def _rebind(f: FunctionType, namespace: dict[str, Any]) -> FunctionType:
+    bound = FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
+    bound.__kwdefaults__ = f.__kwdefaults__
+    bound.__qualname__ = f.__qualname__
+    bound.__module__ = f.__module__
+    bound.__doc__ = f.__doc__
+    bound.__dict__.update(f.__dict__)
+    return bound
+
+
+def _name(f: Any) -> str:
+    return getattr(f, "__qualname__", None) or type(f).__qualname__
+
+
+def _safe_str(obj: Any) -> str:
+    try:
+        return str(obj)
+    except Exception:
+        return f"<unprintable {type(obj).__qualname__} object>"
+
+
+def _short_repr(obj: Any) -> str:
+    text = _safe_str(repr(obj)) if not isinstance(obj, str) else repr(obj)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_aware(date: Any) -> bool:
+    return getattr(date, "tzinfo", None) is not None

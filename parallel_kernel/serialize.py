@@ -1,0 +1,244 @@
+"""The wire format of parallel_kernel: one place for packing and unpacking.
+
+Objects are pickled with cloudpickle at pickle protocol 5.  Every buffer that
+pickle hands out of band (a ``PickleBuffer``: numpy arrays, ``bytearray``,
+``memoryview``, ...) and that is at least :data:`INLINE_THRESHOLD` bytes becomes
+its own message frame, passed to ZMQ without a copy; smaller buffers stay inside
+the pickle, where copying them is cheaper than an extra frame.  On the receiving
+side the frames are handed back to ``pickle.loads(..., buffers=...)``, so a numpy
+array is rebuilt on top of the received frame's memory, again without a copy.
+
+One *part* is a pickle frame followed by its out-of-band frames.  An
+``apply_request`` carries two parts (the function, then the ``(args, kwargs)``
+pair) and an ``apply_reply`` carries one (the result).  The content of each
+message says how many frames belong to each part, so a truncated or padded
+frame list is detected before anything is unpickled.  ``docs/protocol.md``
+describes the layout for writers of other clients.
+
+Both the kernel and the client import this module; nothing else in the project
+knows how objects become frames.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cloudpickle
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "INLINE_THRESHOLD",
+    "DeserializationError",
+    "SerializationError",
+    "describe",
+    "is_native_apply",
+    "pack",
+    "pack_apply",
+    "pack_result",
+    "unpack",
+    "unpack_apply",
+    "unpack_result",
+]
+
+#: Value of ``content["format"]`` in messages that use this wire format.
+FORMAT = "parallel_kernel"
+#: Value of ``content["version"]``; bumped on any incompatible layout change.
+FORMAT_VERSION = 1
+#: Out-of-band buffers smaller than this many bytes are pickled inline.
+#: It matches jupyter_client's ``Session.copy_threshold``, below which ZMQ
+#: copies a frame anyway.
+INLINE_THRESHOLD = 64 * 1024
+
+Frame = bytes | memoryview
+
+
+class SerializationError(Exception):
+    """An object could not be turned into frames (it is not picklable)."""
+
+
+class DeserializationError(Exception):
+    """Frames could not be turned back into an object.
+
+    ``part`` names what was being unpacked (``"function"``, ``"arguments"``,
+    ``"result"`` or ``"message"``), so an error can say which piece is bad.
+    """
+
+    def __init__(self, message: str, part: str = "message") -> None:
+        super().__init__(message)
+        self.part = part
+
+
+def _out_of_band(frames: list[Frame]) -> Callable[[pickle.PickleBuffer], bool]:
+    """A pickle ``buffer_callback`` that moves large contiguous buffers to ``frames``.
+
+    Returning a true value tells pickle to keep the buffer in band.
+    """
+
+    def callback(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            view = buffer.raw()
+        except BufferError:
+            return True  # not contiguous: pickle copies it in band
+        if view.nbytes < INLINE_THRESHOLD:
+            return True
+        frames.append(view)
+        return False
+
+    return callback
+
+
+def pack(obj: Any) -> list[Frame]:
+    """Pickle ``obj`` into a list of frames: the pickle, then its large buffers.
+
+    Large buffers are returned as memoryviews of the original objects (no copy),
+    so the objects must not be mutated until the frames have been sent.
+
+    Raises :class:`SerializationError` if ``obj`` cannot be pickled.
+    """
+    frames: list[Frame] = []
+    try:
+        payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=_out_of_band(frames))
+    except Exception as exc:
+        raise SerializationError(f"cannot serialize {describe(obj)}: {_reason(exc)}") from exc
+    return [payload, *frames]
+
+
+def unpack(frames: Sequence[Frame], part: str = "message") -> Any:
+    """Rebuild the object that :func:`pack` turned into ``frames``.
+
+    Raises :class:`DeserializationError` with ``part`` if the frames are not a
+    valid pickle or refer to something missing here (a module, a class).
+    """
+    if not frames:
+        raise DeserializationError(f"no frames for the {part}", part)
+    try:
+        return pickle.loads(frames[0], buffers=frames[1:])
+    except Exception as exc:
+        raise DeserializationError(f"cannot deserialize the {part}: {_reason(exc)}", part) from exc
+
+
+def _split(frames: Sequence[Frame], counts: Any, names: Sequence[str]) -> list[Sequence[Frame]]:
+    """Cut ``frames`` into consecutive parts of the sizes given by ``counts``."""
+    if (
+        not isinstance(counts, list)
+        or len(counts) != len(names)
+        or not all(type(n) is int and n >= 1 for n in counts)
+    ):
+        raise DeserializationError(
+            f"content 'parts' must be a list of {len(names)} positive integers, got {counts!r}"
+        )
+    if sum(counts) != len(frames):
+        raise DeserializationError(
+            f"message declares {sum(counts)} buffers ({dict(zip(names, counts, strict=True))})"
+            f" but carries {len(frames)}"
+        )
+    parts, start = [], 0
+    for n in counts:
+        parts.append(frames[start : start + n])
+        start += n
+    return parts
+
+
+def is_native_apply(content: Any) -> bool:
+    """Whether an ``apply_request`` content dict declares this wire format."""
+    return isinstance(content, dict) and content.get("format") == FORMAT
+
+
+def pack_apply(
+    f: Callable[..., Any],
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    function_frames: list[Frame] | None = None,
+) -> tuple[dict[str, Any], list[Frame]]:
+    """Build the content and buffers of an ``apply_request`` for ``f(*args, **kwargs)``.
+
+    ``function_frames`` may carry ``pack(f)`` computed earlier, so a caller that
+    sends the same function many times pickles it once.
+
+    Raises :class:`SerializationError` naming the part that cannot be pickled.
+    """
+    if not callable(f):
+        raise SerializationError(f"{describe(f)} is not callable")
+    if function_frames is None:
+        try:
+            function_frames = pack(f)
+        except SerializationError as exc:
+            raise SerializationError(f"the function: {exc}") from exc.__cause__
+    try:
+        call_frames = pack((tuple(args), dict(kwargs or {})))
+    except SerializationError as exc:
+        raise SerializationError(f"the arguments: {exc}") from exc.__cause__
+    content = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "parts": [len(function_frames), len(call_frames)],
+    }
+    return content, [*function_frames, *call_frames]
+
+
+def unpack_apply(
+    content: dict[str, Any], buffers: Sequence[Frame]
+) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """Inverse of :func:`pack_apply`: return ``(f, args, kwargs)``.
+
+    ``f`` is returned as unpickled; checking that it is callable is the
+    caller's job, so the error can name the engine.  Raises
+    :class:`DeserializationError` for any malformed message.
+    """
+    _check_version(content)
+    function_frames, call_frames = _split(buffers, content.get("parts"), ("function", "arguments"))
+    f = unpack(function_frames, "function")
+    call = unpack(call_frames, "arguments")
+    if (
+        not isinstance(call, tuple)
+        or len(call) != 2
+        or not isinstance(call[0], tuple)
+        or not isinstance(call[1], dict)
+    ):
+        raise DeserializationError(
+            f"the arguments must unpickle to a (tuple, dict) pair, got {describe(call)}",
+            "arguments",
+        )
+    return f, call[0], call[1]
+
+
+def pack_result(result: Any) -> tuple[dict[str, Any], list[Frame]]:
+    """Build the content fields and buffers that carry ``result`` in an ``apply_reply``."""
+    frames = pack(result)
+    return {"format": FORMAT, "version": FORMAT_VERSION, "parts": [len(frames)]}, frames
+
+
+def unpack_result(content: dict[str, Any], buffers: Sequence[Frame]) -> Any:
+    """Inverse of :func:`pack_result`."""
+    _check_version(content)
+    (frames,) = _split(buffers, content.get("parts"), ("result",))
+    return unpack(frames, "result")
+
+
+def _check_version(content: Any) -> None:
+    if not is_native_apply(content):
+        raise DeserializationError(f"content does not declare format {FORMAT!r}: {content!r}")
+    if content.get("version") != FORMAT_VERSION:
+        raise DeserializationError(
+            f"unsupported {FORMAT} format version {content.get('version')!r}"
+            f" (this side speaks {FORMAT_VERSION})"
+        )
+
+
+def describe(obj: Any) -> str:
+    """A short, safe description of an object for error messages."""
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__qualname__} object>"
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(obj).__qualname__} {text}"
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
