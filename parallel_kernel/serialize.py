@@ -1,12 +1,14 @@
 """The wire format of parallel_kernel: one place for packing and unpacking.
 
 Objects are pickled with cloudpickle at pickle protocol 5.  Every buffer that
-pickle hands out of band (a ``PickleBuffer``: numpy arrays, ``bytearray``,
-``memoryview``, ...) and that is at least :data:`INLINE_THRESHOLD` bytes becomes
-its own message frame, passed to ZMQ without a copy; smaller buffers stay inside
-the pickle, where copying them is cheaper than an extra frame.  On the receiving
-side the frames are handed back to ``pickle.loads(..., buffers=...)``, so a numpy
-array is rebuilt on top of the received frame's memory, again without a copy.
+pickle hands out of band (a ``PickleBuffer``: numpy arrays, memoryviews, and
+``bytes``/``bytearray`` arguments and results) and that is at least
+:data:`INLINE_THRESHOLD` bytes becomes its own message frame, passed to ZMQ
+without a copy; smaller buffers stay inside the pickle, where copying them is
+cheaper than an extra frame.  On the receiving side the frames are handed back
+to ``pickle.loads(..., buffers=...)``, so numpy arrays and memoryviews are
+rebuilt on top of the received frame's memory, again without a copy (``bytes``
+and ``bytearray`` own their memory, so they are rebuilt with one copy).
 
 One *part* is a pickle frame followed by its out-of-band frames.  An
 ``apply_request`` carries two parts (the function, then the ``(args, kwargs)``
@@ -21,6 +23,7 @@ knows how objects become frames.
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -90,6 +93,64 @@ def _out_of_band(frames: list[Frame]) -> Callable[[pickle.PickleBuffer], bool]:
     return callback
 
 
+def _rebuild_memoryview(buffer: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
+    """Rebuild a pickled memoryview as a view of ``buffer`` (a received frame)."""
+    view = memoryview(buffer)
+    try:
+        return view.cast("B").cast(fmt, shape)
+    except (TypeError, ValueError):
+        return view
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, plus memoryviews, which plain pickle refuses, as out-of-band buffers."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is memoryview:
+            if obj.c_contiguous:
+                return _rebuild_memoryview, (pickle.PickleBuffer(obj), obj.format, obj.shape)
+            return _rebuild_memoryview, (obj.tobytes(), obj.format, obj.shape)
+        return super().reducer_override(obj)
+
+
+class _Blob:
+    """A large ``bytes`` or ``bytearray`` that pickles as an out-of-band buffer.
+
+    Pickle writes these two types in band before consulting any hook, so
+    :func:`_lift` wraps them where the wire format can see them: each argument,
+    keyword value and result, and the items of a result that is a list, tuple
+    or dict.  They are rebuilt with one copy, since both types own their memory.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self.data), (pickle.PickleBuffer(self.data),)
+
+
+def _lift(obj: Any) -> Any:
+    if type(obj) in (bytes, bytearray) and len(obj) >= INLINE_THRESHOLD:
+        return _Blob(obj)
+    return obj
+
+
+def _lift_items(obj: Any) -> Any:
+    """:func:`_lift` ``obj`` and the items of a list, tuple or dict, keeping its type."""
+    kind = type(obj)
+    if kind in (list, tuple):
+        items = [_lift(item) for item in obj]
+        if any(new is not old for new, old in zip(items, obj, strict=True)):
+            return kind(items)
+    elif kind is dict:
+        lifted = {key: _lift(value) for key, value in obj.items()}
+        if any(lifted[key] is not value for key, value in obj.items()):
+            return lifted
+    return _lift(obj)
+
+
 def pack(obj: Any) -> list[Frame]:
     """Pickle ``obj`` into a list of frames: the pickle, then its large buffers.
 
@@ -100,7 +161,9 @@ def pack(obj: Any) -> list[Frame]:
     """
     frames: list[Frame] = []
     try:
-        payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=_out_of_band(frames))
+        with io.BytesIO() as file:
+            _Pickler(file, protocol=5, buffer_callback=_out_of_band(frames)).dump(obj)
+            payload = file.getvalue()
     except Exception as exc:
         raise SerializationError(f"cannot serialize {describe(obj)}: {_reason(exc)}") from exc
     return [payload, *frames]
@@ -169,7 +232,9 @@ def pack_apply(
         except SerializationError as exc:
             raise SerializationError(f"the function: {exc}") from exc.__cause__
     try:
-        call_frames = pack((tuple(args), dict(kwargs or {})))
+        lifted_args = tuple(_lift(arg) for arg in args)
+        lifted_kwargs = {key: _lift(value) for key, value in (kwargs or {}).items()}
+        call_frames = pack((lifted_args, lifted_kwargs))
     except SerializationError as exc:
         raise SerializationError(f"the arguments: {exc}") from exc.__cause__
     content = {
@@ -208,7 +273,7 @@ def unpack_apply(
 
 def pack_result(result: Any) -> tuple[dict[str, Any], list[Frame]]:
     """Build the content fields and buffers that carry ``result`` in an ``apply_reply``."""
-    frames = pack(result)
+    frames = pack(_lift_items(result))
     return {"format": FORMAT, "version": FORMAT_VERSION, "parts": [len(frames)]}, frames
 
 

@@ -37,6 +37,15 @@ def _send_test_functions_by_value() -> None:
             cloudpickle.register_pickle_by_value(module)
 
 
+def _busy(seconds: float) -> None:
+    import sys
+    import time
+
+    print("busy task started", flush=True)
+    sys.stdout.flush()
+    time.sleep(seconds)
+
+
 class Driver:
     """A kernel started from a kernelspec and a blocking client with per-request routing.
 
@@ -108,11 +117,27 @@ class Driver:
 
     def iopub(self, msg_id: str, timeout: float = TIMEOUT) -> list[dict]:
         """All IOPub messages of one request, up to and including its ``idle``."""
+        self._read_iopub_until(lambda: msg_id in self._idle, timeout)
+        self._idle.discard(msg_id)
+        return self._iopub.pop(msg_id)
+
+    def wait_for_output(self, msg_id: str, text: str, timeout: float = TIMEOUT) -> None:
+        """Wait until the request has printed ``text`` (so it is certainly running)."""
+
+        def printed() -> bool:
+            return any(
+                m["msg_type"] == "stream" and text in m["content"]["text"]
+                for m in self._iopub.get(msg_id, ())
+            )
+
+        self._read_iopub_until(printed, timeout)
+
+    def _read_iopub_until(self, condition: Any, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while msg_id not in self._idle:
+        while not condition():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no idle for {msg_id} within {timeout} s")
+                raise TimeoutError(f"IOPub condition not met within {timeout} s")
             try:
                 msg = self.client.get_iopub_msg(timeout=remaining)
             except Empty:
@@ -121,10 +146,14 @@ class Driver:
             self._iopub[parent].append(msg)
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 self._idle.add(parent)
-        self._idle.discard(msg_id)
-        return self._iopub.pop(msg_id)
 
     # -- conveniences
+    def start_busy_task(self, seconds: float) -> str:
+        """Start a task that keeps the engine busy; return once it is running."""
+        msg_id = self.send_apply(_busy, seconds)
+        self.wait_for_output(msg_id, "busy task started")
+        return msg_id
+
     def apply(self, f: Any, *args: Any, **kwargs: Any) -> dict:
         """Run ``f`` and return the ``apply_reply`` (with ``result`` added when ok)."""
         reply = self.reply(self.send_apply(f, *args, **kwargs))

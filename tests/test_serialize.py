@@ -1,0 +1,144 @@
+"""The wire format on its own: round trips, out-of-band frames without copies, errors."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+from parallel_kernel import serialize
+
+
+def test_small_objects_stay_in_one_frame() -> None:
+    obj = {"a": [1, 2.5, "x"], "b": b"bytes", "c": np.arange(10)}
+    frames = serialize.pack(obj)
+    assert len(frames) == 1
+    out = serialize.unpack(frames)
+    assert out["a"] == obj["a"]
+    assert out["b"] == obj["b"]
+    np.testing.assert_array_equal(out["c"], obj["c"])
+
+
+def test_large_buffers_become_frames_that_view_the_original_memory() -> None:
+    array = np.arange(100_000, dtype=np.int64)
+    view = memoryview(bytearray(range(256)) * 1024).cast("I")
+    frames = serialize.pack([array, view, b"small", bytearray(b"small")])
+    assert len(frames) == 3
+    assert np.shares_memory(np.frombuffer(frames[1], dtype=np.int64), array)
+    assert np.shares_memory(np.frombuffer(frames[2], np.uint8), np.frombuffer(view.obj, np.uint8))
+    out = serialize.unpack(frames)
+    np.testing.assert_array_equal(out[0], array)
+    assert out[1].format == "I"
+    assert out[1].tolist() == view.tolist()
+    assert out[2:] == [b"small", bytearray(b"small")]
+
+
+def test_large_bytes_arguments_and_results_travel_out_of_band() -> None:
+    blob = b"z" * serialize.INLINE_THRESHOLD
+    mutable = bytearray(blob)
+    content, buffers = serialize.pack_apply(len, (blob,), {"data": mutable})
+    assert content["parts"] == [1, 3]
+    assert buffers[2].obj is blob
+    assert buffers[3].obj is mutable
+    _, args, kwargs = serialize.unpack_apply(content, buffers)
+    assert args == (blob,)
+    assert kwargs == {"data": mutable}
+    assert type(kwargs["data"]) is bytearray
+    for result in (blob, [blob, 1], (1, blob), {"k": mutable}):
+        content, buffers = serialize.pack_result(result)
+        assert len(buffers) == 2
+        out = serialize.unpack_result(content, buffers)
+        assert out == result
+        assert type(out) is type(result)
+
+
+def test_memoryviews_of_any_layout_round_trip() -> None:
+    small = memoryview(b"abc")
+    strided = memoryview(np.arange(40_000, dtype=np.int16))[::2]
+    out_small, out_strided = serialize.unpack(serialize.pack((small, strided)))
+    assert out_small.tobytes() == b"abc"
+    assert out_strided.tolist() == strided.tolist()
+
+
+def test_unpacked_arrays_are_built_on_the_received_frames() -> None:
+    array = np.arange(100_000, dtype=np.float32)
+    frames = serialize.pack(array)
+    received = [frames[0], bytearray(frames[1])]  # as if it came off the wire
+    out = serialize.unpack(received)
+    received[1][:4] = b"\xff\xff\xff\xff"  # the array is a view of the frame
+    assert out.flags.writeable
+    assert np.isnan(out[0])
+    np.testing.assert_array_equal(out[1:], array[1:])
+
+
+def test_non_contiguous_arrays_are_copied_in_band() -> None:
+    array = np.arange(200_000).reshape(400, 500)[:, ::2]
+    frames = serialize.pack(array)
+    assert len(frames) == 1
+    np.testing.assert_array_equal(serialize.unpack(frames), array)
+
+
+def test_lambdas_closures_and_main_functions_round_trip() -> None:
+    factor = 3
+
+    def scale(x):
+        return x * factor
+
+    for f, arg, expected in [(lambda x: x + 1, 1, 2), (scale, 2, 6)]:
+        content, buffers = serialize.pack_apply(f, (arg,))
+        g, args, kwargs = serialize.unpack_apply(content, buffers)
+        assert g(*args, **kwargs) == expected
+
+
+def test_apply_layout() -> None:
+    array = np.ones(50_000)
+    content, buffers = serialize.pack_apply(np.add, (array,), {"out": None})
+    assert content == {"format": "parallel_kernel", "version": 1, "parts": [1, 2]}
+    f, args, kwargs = serialize.unpack_apply(content, buffers)
+    assert f is np.add
+    np.testing.assert_array_equal(args[0], array)
+    assert kwargs == {"out": None}
+
+
+def test_function_frames_can_be_reused() -> None:
+    frames = serialize.pack(abs)
+    content, buffers = serialize.pack_apply(abs, (-3,), function_frames=frames)
+    assert buffers[0] is frames[0]
+    f, args, _ = serialize.unpack_apply(content, buffers)
+    assert f(*args) == 3
+
+
+def test_result_round_trip() -> None:
+    content, buffers = serialize.pack_result({"x": np.zeros(20_000)})
+    assert content["parts"] == [2]
+    assert serialize.unpack_result(content, buffers)["x"].shape == (20_000,)
+
+
+def test_unpicklable_objects_name_the_part() -> None:
+    with pytest.raises(serialize.SerializationError, match=r"^the function: cannot serialize"):
+        serialize.pack_apply(_Unpicklable())
+    with pytest.raises(serialize.SerializationError, match=r"^the arguments: .*_thread.lock"):
+        serialize.pack_apply(print, (threading.Lock(),))
+    with pytest.raises(serialize.SerializationError, match=r"is not callable"):
+        serialize.pack_apply(42)
+
+
+class _Unpicklable:
+    def __call__(self):
+        return None
+
+    def __reduce__(self):
+        raise pickle.PicklingError("no pickling for you")
+
+
+def test_malformed_frames_raise_deserialization_errors() -> None:
+    content, buffers = serialize.pack_apply(len, ([1],))
+    with pytest.raises(serialize.DeserializationError, match="declares 2 buffers"):
+        serialize.unpack_apply(content, [*buffers, b"extra"])
+    with pytest.raises(serialize.DeserializationError) as info:
+        serialize.unpack_apply(content, [b"junk", buffers[1]])
+    assert info.value.part == "function"
+    with pytest.raises(serialize.DeserializationError, match="no frames"):
+        serialize.unpack([])
