@@ -1,8 +1,8 @@
 """The ``parallel-kernel`` command (also ``python -m parallel_kernel``).
 
-Subcommands: ``install``, ``uninstall``, ``demo`` and ``kernel``.  Anything
-else, for instance ``-f connection.json`` as in kernel.json, starts the kernel
-with those arguments, the way ``python -m ipykernel`` does.
+Subcommands: ``install``, ``uninstall``, ``demo`` and ``kernel``.  Options
+without a subcommand, for instance ``-f connection.json`` as in kernel.json,
+start the kernel with those options, the way ``python -m ipykernel`` does.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "kernel":
         return _run_kernel(argv[1:])
-    if argv and argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         return _run_kernel(argv)
     parser = build_parser()
     args = parser.parse_args(argv)

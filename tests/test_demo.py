@@ -1,0 +1,27 @@
+"""``parallel-kernel demo``, the README's first command, does what it says."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+
+def test_demo_runs_a_parallel_job_on_two_engines() -> None:
+    executable = shutil.which("parallel-kernel")
+    assert executable, "the console script is installed with the package"
+    result = subprocess.run(
+        [executable, "demo"], capture_output=True, text=True, timeout=300, check=True
+    )
+    out = result.stdout
+    assert "Starting 2 engines from kernelspec 'parallel'" in out
+    rows = re.findall(r"^  engine (\d) .* primes in \[([\d,]+), ([\d,]+)\): ([\d,]+)$", out, re.M)
+    assert len(rows) == 16
+    assert {engine for engine, *_ in rows} == {"0", "1"}
+    counted = sum(int(n.replace(",", "")) for *_, n in rows)
+    assert f"total: {counted:,} primes" in out
+    assert counted == 33_860  # primes below 400,000
+    assert "engine 0 ran 8 tasks" in out
+    assert "engine 1 ran 8 tasks" in out
+    assert "error: ValueError: this task fails on purpose" in out
+    assert "next task: 25 primes" in out

@@ -1,0 +1,240 @@
+"""The kernel as Jupyter tools use it: nbclient, jupyter execute/console/run, lifecycle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import EXAMPLES, Driver
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+from parallel_kernel import serialize
+
+JUPYTER = [sys.executable, "-m", "jupyter"]
+
+
+def outputs_of(cell) -> str:
+    texts = []
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            texts.append(output.text)
+        elif "data" in output:
+            texts.append(output.data.get("text/plain", ""))
+    return "".join(texts)
+
+
+def test_nbclient_runs_the_example_notebook() -> None:
+    nb = nbformat.read(EXAMPLES / "getting-started.ipynb", as_version=4)
+    assert nb.metadata.kernelspec.name == "parallel"
+    NotebookClient(nb, timeout=60, resources={"metadata": {"path": str(EXAMPLES)}}).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert outputs_of(code[0]) == "ParallelKernel | parallel features: True\n"
+    assert outputs_of(code[1]) == "285"
+    assert code[2].outputs[0].data["text/html"] == "<b>rich output works</b>"
+    assert outputs_of(code[3]) == "(0, 36)"
+    assert all(o.output_type != "error" for c in code for o in c.outputs)
+
+
+def test_nbclient_widgets_and_errors(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "parallel", "display_name": "x", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("import ipywidgets as w\nslider = w.IntSlider(value=7)\nslider"),
+        nbformat.v4.new_code_cell("slider.value * 6"),
+        nbformat.v4.new_code_cell("1/0"),
+    ]
+    client = NotebookClient(nb, timeout=60, allow_errors=True)
+    client.execute()
+    widget_output = nb.cells[0].outputs[0]
+    model_id = widget_output.data["application/vnd.jupyter.widget-view+json"]["model_id"]
+    state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    assert state[model_id]["state"]["value"] == 7
+    assert outputs_of(nb.cells[1]) == "42"
+    assert nb.cells[2].outputs[0].ename == "ZeroDivisionError"
+
+
+def test_jupyter_execute_command(tmp_path: Path) -> None:
+    notebook = tmp_path / "nb.ipynb"
+    shutil.copy(EXAMPLES / "getting-started.ipynb", notebook)
+    subprocess.run(
+        [*JUPYTER, "execute", "--kernel_name=parallel", "--inplace", str(notebook)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    nb = nbformat.read(notebook, as_version=4)
+    assert outputs_of([c for c in nb.cells if c.cell_type == "code"][1]) == "285"
+
+
+def test_jupyter_console() -> None:
+    result = subprocess.run(
+        [*JUPYTER, "console", "--kernel", "parallel", "--simple-prompt"],
+        input="print(6 * 7)\ntype(get_ipython().kernel).__name__\nexit\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "42" in result.stdout
+    assert "'ParallelKernel'" in result.stdout
+
+
+def test_jupyter_run(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nprint('ran in', type(get_ipython().kernel).__name__)\n")
+    result = subprocess.run(
+        [*JUPYTER, "run", "--kernel", "parallel", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "ran in ParallelKernel" in result.stdout
+
+
+def test_script_with_a_function_defined_in_main() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "apply_from_script.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "{'mean': 102.5, 'notebook says': '<no shared_value here>'}" in result.stdout
+
+
+def test_script_attaches_to_a_running_kernel_and_reads_its_variables(kernel: Driver) -> None:
+    kernel.execute("shared_value = 'defined in the notebook'")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "apply_from_script.py"),
+            "--existing",
+            kernel.manager.connection_file,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "'notebook says': 'defined in the notebook'" in result.stdout
+    assert kernel.manager.is_alive()
+
+
+def test_interrupt_a_cell(kernel: Driver) -> None:
+    msg_id = kernel.client.execute("import time; time.sleep(30)")
+    time.sleep(1)
+    kernel.manager.interrupt_kernel()
+    reply = kernel.reply(msg_id, timeout=10)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert kernel.execute("1")["content"]["status"] == "ok"
+
+
+def test_interrupt_request_in_message_mode(kernel: Driver) -> None:
+    msg_id = kernel.send_apply(time.sleep, 30)
+    time.sleep(1)
+    assert kernel.control("interrupt_request")["content"]["status"] == "ok"
+    assert kernel.reply(msg_id, timeout=10)["content"]["ename"] == "KeyboardInterrupt"
+
+
+def test_restart_gives_a_fresh_engine(fresh_kernel: Driver) -> None:
+    fresh_kernel.execute("before_restart = 1")
+    old_uuid = fresh_kernel.apply(lambda: None)["metadata"]["engine"]
+    fresh_kernel.manager.restart_kernel(now=False)
+    fresh_kernel.client.wait_for_ready(timeout=60)
+    fresh_kernel.flush()
+    reply = fresh_kernel.apply(lambda: "before_restart" in globals())
+    assert reply["result"] is False
+    assert reply["metadata"]["engine"] != old_uuid
+
+
+def test_shutdown_request() -> None:
+    manager = KernelManager(kernel_name="parallel")
+    manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        client.shutdown()
+        reply = client.get_control_msg(timeout=10)
+        assert reply["msg_type"] == "shutdown_reply"
+        assert reply["content"]["status"] == "ok"
+        deadline = time.monotonic() + 15
+        while manager.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not manager.is_alive()
+    finally:
+        client.stop_channels()
+        manager.cleanup_resources()
+
+
+def test_debugger_initializes(kernel: Driver) -> None:
+    reply = kernel.control(
+        "debug_request",
+        {
+            "type": "request",
+            "seq": 1,
+            "command": "initialize",
+            "arguments": {
+                "clientID": "test",
+                "adapterID": "python",
+                "pathFormat": "path",
+                "linesStartAt1": True,
+                "columnsStartAt1": True,
+            },
+        },
+    )
+    assert reply["content"]["success"] is True
+    assert reply["content"]["command"] == "initialize"
+    info = kernel.client.kernel_info(reply=True, timeout=10)["content"]
+    assert "debugger" in info["supported_features"]
+
+
+def test_comms_reach_the_client(kernel: Driver) -> None:
+    kernel.execute(
+        "def _echo_target(comm, open_msg):\n"
+        "    @comm.on_msg\n"
+        "    def _(msg):\n"
+        "        comm.send({'echo': msg['content']['data']})\n"
+        "get_ipython().kernel.comm_manager.register_target('echo', _echo_target)"
+    )
+    kernel.send("comm_open", {"comm_id": "c1", "target_name": "echo", "data": {}})
+    msg_id = kernel.send("comm_msg", {"comm_id": "c1", "data": {"x": 1}})
+    messages = kernel.iopub(msg_id)
+    echoes = [m["content"]["data"] for m in messages if m["msg_type"] == "comm_msg"]
+    assert echoes == [{"echo": {"x": 1}}]
+    info = kernel.reply(kernel.send("comm_info_request", {"target_name": "echo"}))
+    assert info["content"]["comms"] == {"c1": {"target_name": "echo"}}
+
+
+def test_curve_encryption(tmp_path: Path) -> None:
+    manager = KernelManager(kernel_name="parallel")
+    manager.start_kernel(transport_encryption="required")
+    client = manager.client()
+    client.start_channels()
+    try:
+        assert manager.get_connection_info().get("curve_publickey")
+        client.wait_for_ready(timeout=60)
+        content, buffers = serialize.pack_apply(lambda: "sealed", ())
+        msg = client.session.msg("apply_request", content)
+        msg["buffers"] = buffers
+        client.shell_channel.send(msg)
+        reply = client.get_shell_msg(timeout=30)
+        assert serialize.unpack_result(reply["content"], reply["buffers"]) == "sealed"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_connection_file_is_private(kernel: Driver) -> None:
+    mode = Path(kernel.manager.connection_file).stat().st_mode & 0o777
+    assert mode == 0o600
