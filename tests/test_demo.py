@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sysconfig
 
 
 def test_demo_runs_a_parallel_job_on_two_engines() -> None:
-    executable = shutil.which("parallel-kernel")
+    executable = shutil.which("parallel-kernel", path=sysconfig.get_path("scripts"))
     assert executable, "the console script is installed with the package"
     result = subprocess.run(
         [executable, "demo"], capture_output=True, text=True, timeout=300, check=True
