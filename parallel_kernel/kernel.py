@@ -357,7 +357,7 @@ class ParallelKernel(IPythonKernel):
         if msg_ids is None or msg_ids == []:
             date = parent["header"].get("date")
             self.aborts.abort_all(date if _is_aware(date) else utcnow())
-            content: dict[str, Any] = {"status": "ok", "pending": "all", "started": []}
+            content: dict[str, Any] = {"status": "ok", "all": True, "pending": [], "started": []}
         else:
             if isinstance(msg_ids, str):
                 msg_ids = [msg_ids]
@@ -371,7 +371,7 @@ class ParallelKernel(IPythonKernel):
                     "traceback": [],
                 }
             else:
-                content = {"status": "ok", **self.aborts.abort(msg_ids)}
+                content = {"status": "ok", "all": False, **self.aborts.abort(msg_ids)}
         self.session.send(stream, "abort_reply", content, parent=parent, ident=ident)
 
     def should_handle(self, stream: Any, msg: dict[str, Any], idents: list[bytes]) -> bool:

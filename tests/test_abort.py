@@ -36,7 +36,7 @@ def test_abort_by_id_list(kernel: Driver) -> None:
     doomed = kernel.send_apply(record, "doomed")
     kept = kernel.send_apply(record, "kept")
     reply = kernel.control("abort_request", {"msg_ids": [doomed]})
-    assert reply["content"] == {"status": "ok", "pending": [doomed], "started": []}
+    assert reply["content"] == {"status": "ok", "all": False, "pending": [doomed], "started": []}
     assert kernel.reply(busy)["content"]["status"] == "ok"
     aborted = kernel.reply(doomed)
     assert aborted["msg_type"] == "apply_reply"
@@ -63,7 +63,8 @@ def test_abort_everything_queued(kernel: Driver, msg_ids) -> None:
     queued_applies = [kernel.send_apply(record, i) for i in range(5)]
     queued_execute = kernel.client.execute("record('execute')")
     content = {} if msg_ids is None else {"msg_ids": msg_ids}
-    assert kernel.control("abort_request", content)["content"]["status"] == "ok"
+    reply = kernel.control("abort_request", content)
+    assert reply["content"] == {"status": "ok", "all": True, "pending": [], "started": []}
     later = kernel.send_apply(record, "sent after the abort")
     assert kernel.reply(busy)["content"]["status"] == "ok"  # a running task is not stopped
     for msg_id in queued_applies:
@@ -89,7 +90,7 @@ def test_abort_of_an_id_that_already_ran_is_reported_and_not_kept(kernel: Driver
     kernel.reply(done)
     before = kernel.call(lambda: get_ipython().kernel.aborts.sizes())  # noqa: F821
     reply = kernel.control("abort_request", {"msg_ids": [done]})
-    assert reply["content"] == {"status": "ok", "pending": [], "started": [done]}
+    assert reply["content"] == {"status": "ok", "all": False, "pending": [], "started": [done]}
     after = kernel.call(lambda: get_ipython().kernel.aborts.sizes())  # noqa: F821
     assert after["pending"] == before["pending"]
 

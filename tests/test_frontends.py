@@ -238,3 +238,25 @@ def test_curve_encryption(tmp_path: Path) -> None:
 def test_connection_file_is_private(kernel: Driver) -> None:
     mode = Path(kernel.manager.connection_file).stat().st_mode & 0o777
     assert mode == 0o600
+
+
+def test_papermill_runs_a_parameterized_notebook(tmp_path: Path) -> None:
+    import papermill
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "parallel", "display_name": "x", "language": "python"}
+    parameters = nbformat.v4.new_code_cell("alpha = 1")
+    parameters.metadata.tags = ["parameters"]
+    nb.cells = [parameters, nbformat.v4.new_code_cell("print(alpha * 6)")]
+    source, output = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, source)
+    papermill.execute_notebook(
+        str(source),
+        str(output),
+        parameters={"alpha": 7},
+        kernel_name="parallel",
+        progress_bar=False,
+    )
+    result = nbformat.read(output, as_version=4)
+    assert outputs_of(result.cells[-1]) == "42\n"
+    assert result.metadata.papermill.parameters == {"alpha": 7}
