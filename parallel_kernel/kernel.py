@@ -34,33 +34,12 @@ from traitlets import Integer, List, Unicode
 from . import serialize
 from ._version import __version__
 from .aborts import AbortRecord
+from .replies import HandlerTable, error_content, find_malformed, reply_type
 
 #: Reply metadata keys copied from the request when present (scheduler bookkeeping).
 ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")
 
 _MISSING = object()
-
-
-class _HandlerTable(dict):
-    """A message-type → handler table that answers unknown types instead of dropping them.
-
-    ipykernel looks handlers up with ``table.get(msg_type, None)`` and, on a miss,
-    only logs; the client then waits forever.  This table hands back a handler
-    that sends a specific error reply.
-    """
-
-    def __init__(self, handlers: dict[str, Callable[..., Any]], fallback: Callable[..., Any]):
-        super().__init__(handlers)
-        self.fallback = fallback
-
-    def get(self, msg_type: str, default: Any = None) -> Any:
-        return super().get(msg_type) or self.fallback
-
-
-def reply_type(msg_type: str) -> str:
-    """The reply type that answers ``msg_type`` (``foo_request`` → ``foo_reply``)."""
-    base = msg_type[: -len("_request")] if msg_type.endswith("_request") else msg_type
-    return f"{base}_reply"
 
 
 class ParallelKernel(IPythonKernel):
@@ -91,21 +70,26 @@ class ParallelKernel(IPythonKernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.aborts = AbortRecord(capacity=self.abort_capacity, history=self.abort_capacity)
-        self.shell_handlers = _HandlerTable(
+        self.shell_handlers = HandlerTable(
             {
                 **self.shell_handlers,
                 "apply_request": self.apply_request,
                 "clear_request": self.clear_request,
             },
-            self._unknown_request,
+            unknown=functools.partial(self._unknown_request, "shell"),
+            send_error=self._send_error_reply,
+            log=self.log,
         )
-        self.control_handlers = _HandlerTable(
+        self.control_handlers = HandlerTable(
             {
                 **self.control_handlers,
                 "abort_request": self.abort_request,
                 "clear_request": self.control_clear_request,
             },
-            self._unknown_request,
+            unknown=functools.partial(self._unknown_request, "control"),
+            send_error=self._send_error_reply,
+            log=self.log,
+            answered_later=["clear_request"],
         )
 
     # ------------------------------------------------------------------ identity
@@ -323,14 +307,14 @@ class ParallelKernel(IPythonKernel):
         keep being served, and the reply is sent from the control thread when
         the clear is done.
         """
-        control_loop = self.control_stream.io_loop
+        control_stream = self.control_stream
 
         async def clear_in_main_thread() -> None:
             async with self._main_asyncio_lock:
                 self.set_parent(ident, parent, channel="shell")
                 content = self._clear()
-            control_loop.add_callback(
-                self.session.send, stream, "clear_reply", content, parent, ident
+            control_stream.io_loop.add_callback(
+                self.session.send, control_stream, "clear_reply", content, parent, ident
             )
 
         self.io_loop.add_callback(clear_in_main_thread)
@@ -395,19 +379,68 @@ class ParallelKernel(IPythonKernel):
     # ------------------------------------------------------------------ unknown
 
     async def _unknown_request(
-        self, stream: Any, ident: list[bytes], parent: dict[str, Any]
+        self, channel: str, stream: Any, ident: list[bytes], parent: dict[str, Any]
     ) -> None:
         """Reply with a specific error to a message type this kernel does not handle."""
         msg_type = parent["header"]["msg_type"]
-        channel = "control" if stream is self.control_stream else "shell"
         self.log.warning("Unknown %s message type: %r", channel, msg_type)
-        content = {
-            "status": "error",
-            "ename": "UnknownMessageType",
-            "evalue": f"this kernel does not handle {msg_type!r} on the {channel} channel",
-            "traceback": [],
-        }
-        self.session.send(stream, reply_type(msg_type), content, parent=parent, ident=ident)
+        self._send_error_reply(
+            stream,
+            ident,
+            parent,
+            error_content(
+                "UnknownMessageType",
+                f"this kernel does not handle {msg_type!r} on the {channel} channel",
+            ),
+        )
+
+    def _send_error_reply(
+        self, stream: Any, ident: list[bytes], parent: dict[str, Any], content: dict[str, Any]
+    ) -> None:
+        """Answer ``parent`` with an error reply of the matching type."""
+        self.session.send(
+            stream, reply_type(parent["header"]["msg_type"]), content, parent=parent, ident=ident
+        )
+
+    # ------------------------------------------------------------------ malformed
+
+    async def dispatch_shell(
+        self, msg: list[Any], /, subshell_id: str | None = None, *, concurrent: bool = False
+    ) -> None:
+        """ipykernel's dispatch, after answering signed messages whose JSON is malformed."""
+        if self._supports_kernel_subshells:
+            manager = self.shell_channel_thread.manager
+            stream = manager.get_subshell_to_shell_channel_socket(subshell_id)
+        else:
+            stream = self.shell_stream
+        if not self._reject_malformed(msg, stream, "shell"):
+            await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+
+    async def process_control(self, msg: list[Any]) -> None:
+        """ipykernel's control processing, after answering malformed signed messages."""
+        if not self._reject_malformed(msg, self.control_stream, "control"):
+            await super().process_control(msg)
+
+    def _reject_malformed(self, frames: list[Any], stream: Any, channel: str) -> bool:
+        """Send an error reply for a signed message whose JSON does not decode."""
+        found = find_malformed(self.session, frames)
+        if found is None:
+            return False
+        idents, header, problem = found
+        self.log.error("Malformed %s message %s: %s", channel, header.get("msg_id"), problem)
+        parent = {"header": header}
+        self._publish_status("busy", channel, parent=parent)
+        self._send_error_reply(
+            stream,
+            idents,
+            parent,
+            error_content(
+                "MalformedMessage",
+                f"{header['msg_type']} {header.get('msg_id')!r} cannot be decoded: {problem}",
+            ),
+        )
+        self._publish_status("idle", channel, parent=parent)
+        return True
 
 
 def _bind_to_namespace(

@@ -152,3 +152,38 @@ def test_badly_signed_messages_are_dropped(kernel: Driver, channel: str) -> None
     forger.send(socket, msg_type, {"code": "signed_marker = 'forged'", "silent": False})
     assert kernel.no_reply(channel, wait=1.5) == []
     assert kernel.call(lambda: signed_marker) == "untouched"  # noqa: F821
+
+
+@pytest.mark.parametrize("channel", ["shell", "control"])
+def test_signed_message_with_malformed_json_gets_an_error_reply(kernel: Driver, channel) -> None:
+    msg_id = kernel.send("execute_request", b"{not json", channel=channel)  # packed as is
+    reply = kernel.reply(msg_id, channel=channel)
+    assert reply["msg_type"] == "execute_reply"
+    assert reply["content"]["ename"] == "MalformedMessage"
+    assert reply["content"]["evalue"].startswith(
+        f"execute_request '{msg_id}' cannot be decoded: content is not valid JSON"
+    )
+    statuses = [m["content"]["execution_state"] for m in kernel.iopub(msg_id)]
+    assert statuses == ["busy", "idle"]
+    assert_still_serving(kernel)
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "content"),
+    [
+        ("execute_request", {"no_code": 1}),
+        ("execute_request", b"[1, 2]"),
+        ("complete_request", {}),
+        ("inspect_request", {"code": "x"}),
+        ("is_complete_request", {}),
+    ],
+)
+def test_standard_requests_with_missing_fields_get_an_error_reply(
+    kernel: Driver, msg_type, content
+) -> None:
+    reply = kernel.reply(kernel.send(msg_type, content))
+    assert reply["msg_type"] == msg_type.replace("_request", "_reply")
+    assert reply["content"]["status"] == "error"
+    assert msg_type in reply["content"]["evalue"]
+    assert kernel.no_reply(wait=0.3) == []
+    assert_still_serving(kernel)
