@@ -191,26 +191,40 @@ def test_shutdown_request() -> None:
         manager.cleanup_resources()
 
 
-def test_debugger_initializes(kernel: Driver) -> None:
-    reply = kernel.control(
-        "debug_request",
-        {
-            "type": "request",
-            "seq": 1,
-            "command": "initialize",
-            "arguments": {
-                "clientID": "test",
-                "adapterID": "python",
-                "pathFormat": "path",
-                "linesStartAt1": True,
-                "columnsStartAt1": True,
-            },
-        },
-    )
-    assert reply["content"]["success"] is True
-    assert reply["content"]["command"] == "initialize"
+def test_debugger_stops_at_a_breakpoint(fresh_kernel: Driver) -> None:
+    """The Debug Adapter Protocol flow a frontend's debugger panel runs."""
+    kernel = fresh_kernel
+    sequence = iter(range(1, 1000))
+
+    def debug(command: str, arguments: dict | None = None) -> dict:
+        request = {"type": "request", "seq": next(sequence), "command": command}
+        content = kernel.control("debug_request", {**request, "arguments": arguments or {}})
+        assert content["content"]["success"] is True, content["content"]
+        return content["content"]
+
     info = kernel.client.kernel_info(reply=True, timeout=10)["content"]
     assert "debugger" in info["supported_features"]
+    debug("initialize", {"clientID": "test", "adapterID": "python", "pathFormat": "path"})
+    debug("attach")
+    code = "def f(x):\n    y = x + 1\n    return y\n"
+    path = debug("dumpCell", {"code": code})["body"]["sourcePath"]
+    breakpoints = debug("setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 2}]})[
+        "body"
+    ]["breakpoints"]
+    assert breakpoints[0]["verified"] is True
+    debug("configurationDone")
+    assert kernel.execute(code)["content"]["status"] == "ok"
+    msg_id = kernel.client.execute("f(41)")
+    deadline = time.monotonic() + 30
+    thread_id = None
+    while thread_id is None:
+        event = kernel.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if event["msg_type"] == "debug_event" and event["content"]["event"] == "stopped":
+            thread_id = event["content"]["body"]["threadId"]
+    frame = debug("stackTrace", {"threadId": thread_id})["body"]["stackFrames"][0]
+    assert (frame["source"]["path"], frame["line"]) == (path, 2)
+    debug("continue", {"threadId": thread_id})
+    assert kernel.reply(msg_id)["content"]["status"] == "ok"
 
 
 def test_comms_reach_the_client(kernel: Driver) -> None:
