@@ -2,12 +2,7 @@
 
 import sys
 
+from parallel_kernel.cli import main
+
 if __name__ == "__main__":
-    # As ipykernel's launcher does: a kernel started from a directory must not
-    # import that directory's modules in place of installed ones by accident.
-    if sys.path and sys.path[0] == "":
-        del sys.path[0]
-
-    from parallel_kernel.cli import main
-
     sys.exit(main())

@@ -10,11 +10,14 @@ Two kinds of abort are recorded:
   recorded (it is reported back as such); an id that never arrives is forgotten
   once ``capacity`` newer ids have been recorded, so a client that aborts ids
   the kernel never sees cannot grow the kernel's memory without limit.
-* **everything queued** — a single time stamp: every queued request of an
-  abortable type whose header ``date`` is not later than the abort request's own
-  ``date`` is aborted.  Requests created after the abort run normally.  This
-  covers requests still sitting in ZMQ buffers as well as those already read,
-  and costs one value of memory however many requests it aborts.
+* **everything queued** — a time stamp per client session: every queued
+  request of an abortable type from the same session (header ``session``)
+  whose header ``date`` is not later than the abort request's own ``date`` is
+  aborted.  Requests created after the abort run normally.  Both dates come
+  from the same client's clock, so the cut is exact, and it covers requests
+  still in ZMQ buffers as well as those already read.  Other clients' requests
+  are left alone unless the abort asks for every session, where the
+  comparison crosses clocks.  The sessions remembered are bounded too.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ class AbortRecord:
         self._history = history
         self._pending: OrderedDict[str, None] = OrderedDict()
         self._started: OrderedDict[str, None] = OrderedDict()
-        self._abort_before: datetime | None = None
+        self._abort_before: OrderedDict[str, datetime] = OrderedDict()
+        self._abort_every_session_before: datetime | None = None
         self.evicted = 0
 
     def abort(self, msg_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -63,13 +67,22 @@ class AbortRecord:
                 self.evicted += 1
         return {"pending": pending, "started": started}
 
-    def abort_all(self, before: datetime) -> None:
-        """Abort every queued request of an abortable type created at or before ``before``."""
+    def abort_all(self, session: str, before: datetime, every_session: bool = False) -> None:
+        """Abort the queued requests of ``session`` (or of all) created at or before ``before``."""
         with self._lock:
-            if self._abort_before is None or before > self._abort_before:
-                self._abort_before = before
+            if every_session:
+                latest = self._abort_every_session_before
+                if latest is None or before > latest:
+                    self._abort_every_session_before = before
+                return
+            latest = self._abort_before.get(session)
+            if latest is None or before > latest:
+                self._abort_before[session] = before
+            self._abort_before.move_to_end(session)
+            while len(self._abort_before) > self._capacity:
+                self._abort_before.popitem(last=False)
 
-    def check(self, msg_id: str, msg_type: str, date: object) -> bool:
+    def check(self, msg_id: str, msg_type: str, session: object, date: object) -> bool:
         """Decide whether the request about to run must be aborted.
 
         A request that is not aborted is remembered as started, so a later
@@ -79,14 +92,13 @@ class AbortRecord:
             if msg_id in self._pending:
                 del self._pending[msg_id]
                 return True
-            if (
-                self._abort_before is not None
-                and msg_type in ABORT_ALL_TYPES
-                and isinstance(date, datetime)
-                and date.tzinfo is not None
-                and date <= self._abort_before
-            ):
-                return True
+            if msg_type in ABORT_ALL_TYPES and isinstance(date, datetime) and date.tzinfo:
+                cutoffs = [
+                    self._abort_before.get(session) if isinstance(session, str) else None,
+                    self._abort_every_session_before,
+                ]
+                if any(cutoff is not None and date <= cutoff for cutoff in cutoffs):
+                    return True
             self._started[msg_id] = None
             if len(self._started) > self._history:
                 self._started.popitem(last=False)
@@ -98,5 +110,6 @@ class AbortRecord:
             return {
                 "pending": len(self._pending),
                 "started": len(self._started),
+                "sessions": len(self._abort_before),
                 "evicted": self.evicted,
             }

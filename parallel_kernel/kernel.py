@@ -24,7 +24,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from signal import SIGINT, signal
-from types import FunctionType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
@@ -34,10 +34,13 @@ from traitlets import Integer, List, Unicode
 from . import serialize
 from ._version import __version__
 from .aborts import AbortRecord
-from .replies import HandlerTable, error_content, find_malformed, reply_type
+from .namespace import NamespaceGate, bind_to_namespace, carried_names
+from .replies import HandlerTable, error_content, find_malformed, reply_type, send_tracked
 
 #: Reply metadata keys copied from the request when present (scheduler bookkeeping).
 ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")
+#: Shell messages without replies.
+COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 _MISSING = object()
 
@@ -70,6 +73,8 @@ class ParallelKernel(IPythonKernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.aborts = AbortRecord(capacity=self.abort_capacity, history=self.abort_capacity)
+        self.namespace_gate = NamespaceGate()
+        self._traceback_lock = threading.Lock()
         self.shell_handlers = HandlerTable(
             {
                 **self.shell_handlers,
@@ -192,18 +197,13 @@ class ParallelKernel(IPythonKernel):
             buffers = []
         self._flush_output()
         metadata = self.finish_metadata(parent, metadata, reply_content)
-        sent = self.session.send(
-            stream,
-            "apply_reply",
-            reply_content,
-            parent=parent,
-            ident=ident,
-            buffers=buffers,
-            metadata=metadata,
-            track=bool(buffers),
-        )
+        reply = {"content": reply_content, "parent": parent, "ident": ident, "metadata": metadata}
+        if not buffers:
+            self.session.send(stream, "apply_reply", **reply)
+            return
+        sent = send_tracked(self.session, stream, "apply_reply", buffers=buffers, **reply)
         tracker = sent.get("tracker") if sent else None
-        if buffers and tracker is not None:
+        if tracker is not None:
             await self._wait_until_sent(tracker)
 
     async def _call(
@@ -215,39 +215,66 @@ class ParallelKernel(IPythonKernel):
         this method is cut off.
         """
         namespace = self.shell.user_ns
-        f, carried = _bind_to_namespace(f, namespace)
-        saved = {name: namespace.get(name, _MISSING) for name in carried}
-        namespace.update(carried)
-        try:
-            result = f(*args, **kwargs)
+        f, carried = bind_to_namespace(f, namespace)
+        with carried_names(namespace, carried):
+            try:
+                result = f(*args, **kwargs)
+            except BaseException as exc:
+                return None, (type(exc), exc, exc.__traceback__.tb_next)
             if inspect.isawaitable(result):
-                result = await result
+                return await self._await_interruptibly(result, _name(f))
             return result, None
+
+    async def _await_interruptibly(
+        self, awaitable: Any, name: str
+    ) -> tuple[Any, tuple[type[BaseException], BaseException, TracebackType | None] | None]:
+        """Await a task's coroutine; an interrupt cancels it and reports KeyboardInterrupt.
+
+        SIGINT while the event loop runs would otherwise raise inside the loop
+        machinery and stop the kernel.
+        """
+        future = asyncio.ensure_future(awaitable)
+        interrupted = False
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+
+            def cancel_on_sigint(signum: int, frame: Any) -> None:
+                nonlocal interrupted
+                interrupted = True
+                loop.call_soon_threadsafe(future.cancel)
+
+            previous = signal(SIGINT, cancel_on_sigint)
+        try:
+            return await future, None
         except BaseException as exc:
-            tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-            return None, (type(exc), exc, tb)
+            if interrupted and isinstance(exc, asyncio.CancelledError):
+                interrupt = KeyboardInterrupt(f"interrupted while awaiting {name}")
+                return None, (KeyboardInterrupt, interrupt, None)
+            return None, (type(exc), exc, exc.__traceback__.tb_next)
         finally:
-            for name, old in saved.items():
-                if namespace.get(name, _MISSING) is carried[name]:
-                    if old is _MISSING:
-                        namespace.pop(name, None)
-                    else:
-                        namespace[name] = old
+            if previous is not None:
+                signal(SIGINT, previous)
 
     def _error_reply(
         self, etype: type[BaseException], evalue: BaseException, tb: TracebackType | None
     ) -> dict[str, Any]:
         """Publish an IOPub ``error`` for the exception and build the error reply content."""
         shell = self.shell
-        shell._last_traceback = None
-        try:
-            shell.showtraceback((etype, evalue, tb))
-            formatted = shell._last_traceback
-        except Exception:
-            self.log.exception("Could not format a traceback")
+        with self._traceback_lock:
             formatted = None
-        if formatted is None:
-            formatted = traceback.format_exception(etype, evalue, tb)
+            # IPython cannot render exception groups from an exc_info tuple (it prints
+            # "NoneType: None" to stderr), so those go straight to the standard library.
+            if not isinstance(evalue, BaseExceptionGroup):
+                shell._last_traceback = None
+                try:
+                    shell.showtraceback((etype, evalue, tb))
+                except Exception:
+                    self.log.exception("Could not format a traceback")
+                formatted = shell._last_traceback
+            if formatted is None:
+                formatted = traceback.format_exception(etype, evalue, tb)
+                shell._showtraceback(etype, evalue, formatted)
         return {
             "status": "error",
             "ename": etype.__name__,
@@ -294,25 +321,42 @@ class ParallelKernel(IPythonKernel):
 
     async def clear_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
         """Clear on shell: runs in queue order, after the requests sent before it."""
-        content = self._clear()
+        if parent["header"].get("subshell_id") is not None:
+            content = error_content(
+                "SubshellError",
+                "clear_request resets the namespace that all shells share: send it to the "
+                "main shell (no subshell_id) or on the control channel",
+            )
+        else:
+            content = self._clear()
         self.session.send(stream, "clear_reply", content, parent=parent, ident=ident)
 
     async def control_clear_request(
         self, stream: Any, ident: list[bytes], parent: dict[str, Any]
     ) -> None:
-        """Clear on control: takes effect once no user code is running on the main shell.
+        """Clear on control: takes effect once no user code is running.
 
-        The clear is handed to the main thread, where it waits for the shell
-        lock; this control handler returns at once so aborts and interrupts
-        keep being served, and the reply is sent from the control thread when
-        the clear is done.
+        The clear is handed to the main thread, where it waits for the main
+        shell's lock; this control handler returns at once so aborts and
+        interrupts keep being served, and the reply is sent from the control
+        thread when the clear is done.
         """
         control_stream = self.control_stream
 
         async def clear_in_main_thread() -> None:
             async with self._main_asyncio_lock:
+                previous = (
+                    self.get_parent("shell"),
+                    self._get_shell_context_var(self._shell_parent_ident),
+                )
                 self.set_parent(ident, parent, channel="shell")
-                content = self._clear()
+                try:
+                    content = self._clear()
+                except Exception as exc:
+                    self.log.exception("clear_request failed")
+                    content = error_content(type(exc).__name__, _safe_str(exc))
+                finally:
+                    self.set_parent(previous[1], previous[0], channel="shell")
             control_stream.io_loop.add_callback(
                 self.session.send, control_stream, "clear_reply", content, parent, ident
             )
@@ -320,9 +364,10 @@ class ParallelKernel(IPythonKernel):
         self.io_loop.add_callback(clear_in_main_thread)
 
     def _clear(self) -> dict[str, Any]:
-        """Reset the user namespace and re-run the start-up code."""
-        self.shell.reset(new_session=False)
-        failures = self.run_startup_code()
+        """Reset the user namespace and re-run the start-up code, once no subshell runs code."""
+        with self.namespace_gate.clearing():
+            self.shell.reset(new_session=False)
+            failures = self.run_startup_code()
         if failures:
             return {
                 "status": "error",
@@ -335,33 +380,56 @@ class ParallelKernel(IPythonKernel):
     # ------------------------------------------------------------------ abort
 
     async def abort_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
-        """Abort queued requests by id (a list or one string), or all of them (null or [])."""
+        """Abort queued requests by id (a list or one string), or all of them (null or []).
+
+        "All" means all of the sender's session, or every session's when the
+        content has ``"every_session": true``.
+        """
         request = parent["content"]
         msg_ids = request.get("msg_ids") if isinstance(request, dict) else _MISSING
-        if msg_ids is None or msg_ids == []:
-            date = parent["header"].get("date")
-            self.aborts.abort_all(date if _is_aware(date) else utcnow())
-            content: dict[str, Any] = {"status": "ok", "all": True, "pending": [], "started": []}
+        every_session = request.get("every_session", False) if isinstance(request, dict) else False
+        if not isinstance(every_session, bool):
+            content: dict[str, Any] = error_content(
+                "TypeError",
+                "abort_request 'every_session' must be true or false; got "
+                + _short_repr(every_session),
+            )
+        elif msg_ids is None or msg_ids == []:
+            header = parent["header"]
+            date = header.get("date")
+            self.aborts.abort_all(
+                str(header.get("session", "")),
+                date if _is_aware(date) else utcnow(),
+                every_session=every_session,
+            )
+            content = {"status": "ok", "all": True, "pending": [], "started": []}
         else:
             if isinstance(msg_ids, str):
                 msg_ids = [msg_ids]
             if not isinstance(msg_ids, list) or not all(isinstance(i, str) for i in msg_ids):
-                content = {
-                    "status": "error",
-                    "ename": "TypeError",
-                    "evalue": "abort_request content must be an object whose 'msg_ids' is a list "
+                content = error_content(
+                    "TypeError",
+                    "abort_request content must be an object whose 'msg_ids' is a list "
                     "of strings, a string, an empty list or null; got "
                     + (_short_repr(msg_ids) if msg_ids is not _MISSING else _short_repr(request)),
-                    "traceback": [],
-                }
+                )
             else:
                 content = {"status": "ok", "all": False, **self.aborts.abort(msg_ids)}
         self.session.send(stream, "abort_reply", content, parent=parent, ident=ident)
 
     def should_handle(self, stream: Any, msg: dict[str, Any], idents: list[bytes]) -> bool:
-        """Answer an aborted request with its reply type and ``status: aborted``."""
+        """Answer an aborted request with its reply type and ``status: aborted``.
+
+        Comm messages have no reply and are never aborted; a request whose
+        msg_id is not a string cannot have been named by an abort.
+        """
         header = msg["header"]
-        if not self.aborts.check(header["msg_id"], header["msg_type"], header.get("date")):
+        msg_id, msg_type = header["msg_id"], header["msg_type"]
+        if (
+            not isinstance(msg_id, str)
+            or msg_type in COMM_TYPES
+            or not self.aborts.check(msg_id, msg_type, header.get("session"), header.get("date"))
+        ):
             return True
         content = {"status": "aborted"}
         metadata = self.init_metadata(msg)
@@ -407,13 +475,22 @@ class ParallelKernel(IPythonKernel):
     async def dispatch_shell(
         self, msg: list[Any], /, subshell_id: str | None = None, *, concurrent: bool = False
     ) -> None:
-        """ipykernel's dispatch, after answering signed messages whose JSON is malformed."""
+        """ipykernel's dispatch, after answering signed messages whose JSON is malformed.
+
+        Requests in subshells hold the namespace gate while they run, so a
+        clear waits for them.
+        """
         if self._supports_kernel_subshells:
             manager = self.shell_channel_thread.manager
             stream = manager.get_subshell_to_shell_channel_socket(subshell_id)
         else:
             stream = self.shell_stream
-        if not self._reject_malformed(msg, stream, "shell"):
+        if self._reject_malformed(msg, stream, "shell"):
+            return
+        if subshell_id is None or concurrent:
+            await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+            return
+        with self.namespace_gate.running():
             await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
 
     async def process_control(self, msg: list[Any]) -> None:
@@ -441,49 +518,6 @@ class ParallelKernel(IPythonKernel):
         )
         self._publish_status("idle", channel, parent=parent)
         return True
-
-
-def _bind_to_namespace(
-    f: Callable[..., Any], namespace: dict[str, Any]
-) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """Make a function pickled by value use ``namespace`` as its globals.
-
-    cloudpickle rebuilds a function defined in ``__main__`` (a script, a
-    notebook, a lambda, a closure) with a private globals dict holding only the
-    names it referenced on the client.  Returns the function rebound to the
-    engine namespace, and those carried names, which the caller binds in the
-    namespace for the duration of the call.  Functions from importable modules
-    are returned unchanged.
-    """
-    if isinstance(f, functools.partial):
-        func, carried = _bind_to_namespace(f.func, namespace)
-        return functools.partial(func, *f.args, **f.keywords), carried
-    if not isinstance(f, FunctionType) or f.__globals__ is namespace:
-        return f, {}
-    module = sys.modules.get(f.__module__)
-    if module is not None and getattr(module, "__dict__", None) is f.__globals__:
-        return f, {}
-    private = f.__globals__
-    carried = {
-        name: _rebind(value, namespace) if _shares_globals(value, private) else value
-        for name, value in private.items()
-        if not (name.startswith("__") and name.endswith("__"))
-    }
-    return _rebind(f, namespace), carried
-
-
-def _shares_globals(value: Any, globals_dict: dict[str, Any]) -> bool:
-    return isinstance(value, FunctionType) and value.__globals__ is globals_dict
-
-
-def _rebind(f: FunctionType, namespace: dict[str, Any]) -> FunctionType:
-    bound = FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
-    bound.__kwdefaults__ = f.__kwdefaults__
-    bound.__qualname__ = f.__qualname__
-    bound.__module__ = f.__module__
-    bound.__doc__ = f.__doc__
-    bound.__dict__.update(f.__dict__)
-    return bound
 
 
 def _name(f: Any) -> str:

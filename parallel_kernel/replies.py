@@ -38,18 +38,30 @@ def error_content(ename: str, evalue: str, traceback_lines: list[str] | None = N
 class ReplyWatch:
     """Stands in for the reply stream given to a handler and notes whether it replied."""
 
-    __slots__ = ("_stream", "sent")
+    __slots__ = ("sent", "stream")
 
     def __init__(self, stream: Any) -> None:
-        self._stream = stream
+        self.stream = stream
         self.sent = False
 
     def send_multipart(self, *args: Any, **kwargs: Any) -> Any:
         self.sent = True
-        return self._stream.send_multipart(*args, **kwargs)
+        return self.stream.send_multipart(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
+        return getattr(self.stream, name)
+
+
+def send_tracked(session: Any, stream: Any, msg_type: str, **kwargs: Any) -> dict[str, Any]:
+    """``session.send`` with a ZMQ tracker for its zero-copy buffers.
+
+    ``Session.send`` tracks only sends on a real ``zmq.Socket``, so a
+    :class:`ReplyWatch` is unwrapped first.
+    """
+    if isinstance(stream, ReplyWatch):
+        stream.sent = True
+        stream = stream.stream
+    return session.send(stream, msg_type, track=True, **kwargs)
 
 
 class HandlerTable(dict):
@@ -79,8 +91,12 @@ class HandlerTable(dict):
         )
         self._unknown = self._guard(unknown, expects_reply=True)
 
+    def __missing__(self, msg_type: str) -> Handler:
+        return self._unknown
+
     def get(self, msg_type: str, default: Any = None) -> Handler:
-        return super().get(msg_type) or self._unknown
+        """The handler for ``msg_type``; unknown types get the error-reply handler."""
+        return self[msg_type]
 
     def _guard(self, handler: Handler, expects_reply: bool) -> Handler:
         async def guarded(stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
@@ -90,7 +106,7 @@ class HandlerTable(dict):
                 result = handler(watch, ident, parent)
                 if inspect.isawaitable(result):
                     await result
-            except Exception as exc:
+            except (Exception, KeyboardInterrupt) as exc:
                 if watch.sent:
                     raise
                 self._log.exception("Error handling %s", msg_type)

@@ -95,11 +95,7 @@ def _out_of_band(frames: list[Frame]) -> Callable[[pickle.PickleBuffer], bool]:
 
 def _rebuild_memoryview(buffer: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
     """Rebuild a pickled memoryview as a view of ``buffer`` (a received frame)."""
-    view = memoryview(buffer)
-    try:
-        return view.cast("B").cast(fmt, shape)
-    except (TypeError, ValueError):
-        return view
+    return memoryview(buffer).cast("B").cast(fmt, shape)
 
 
 class _Pickler(cloudpickle.Pickler):
@@ -107,9 +103,15 @@ class _Pickler(cloudpickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is memoryview:
-            if obj.c_contiguous:
-                return _rebuild_memoryview, (pickle.PickleBuffer(obj), obj.format, obj.shape)
-            return _rebuild_memoryview, (obj.tobytes(), obj.format, obj.shape)
+            data = obj if obj.c_contiguous else memoryview(obj.tobytes())
+            try:
+                data.cast("B").cast(obj.format, obj.shape)
+            except (TypeError, ValueError) as exc:
+                raise pickle.PicklingError(
+                    f"a memoryview of format {obj.format!r} and shape {obj.shape} cannot be "
+                    "rebuilt on the other side; send a numpy array or bytes(view) instead"
+                ) from exc
+            return _rebuild_memoryview, (pickle.PickleBuffer(data), obj.format, obj.shape)
         return super().reducer_override(obj)
 
 
@@ -161,9 +163,9 @@ def pack(obj: Any) -> list[Frame]:
     """
     frames: list[Frame] = []
     try:
-        with io.BytesIO() as file:
-            _Pickler(file, protocol=5, buffer_callback=_out_of_band(frames)).dump(obj)
-            payload = file.getvalue()
+        file = io.BytesIO()
+        _Pickler(file, protocol=5, buffer_callback=_out_of_band(frames)).dump(obj)
+        payload = file.getbuffer()  # a view: no copy of a large pickle
     except Exception as exc:
         raise SerializationError(f"cannot serialize {describe(obj)}: {_reason(exc)}") from exc
     return [payload, *frames]
@@ -286,7 +288,9 @@ def unpack_result(content: dict[str, Any], buffers: Sequence[Frame]) -> Any:
 
 def _check_version(content: Any) -> None:
     if not is_native_apply(content):
-        raise DeserializationError(f"content does not declare format {FORMAT!r}: {content!r}")
+        raise DeserializationError(
+            f"content does not declare format {FORMAT!r}: {describe(content)}"
+        )
     if content.get("version") != FORMAT_VERSION:
         raise DeserializationError(
             f"unsupported {FORMAT} format version {content.get('version')!r}"

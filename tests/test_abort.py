@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from conftest import Driver
+from jupyter_client.session import Session
 
 from parallel_kernel import serialize
 
@@ -159,3 +160,42 @@ def test_random_aborts_give_every_request_exactly_one_outcome(kernel: Driver) ->
             assert outcomes[i] == "ok"
             assert i in ran
     assert ran == {i for i, status in outcomes.items() if status == "ok"}
+
+
+THEIR_CELL = {"code": "globals().setdefault('ran', []).append('theirs')", "silent": False}
+
+
+def test_abort_all_covers_the_senders_session_unless_told_otherwise(kernel: Driver) -> None:
+    """Another client's queued work (a notebook's cells, say) survives a pool's abort-all."""
+    other = Session(key=kernel.session.key, username="other-client")
+    busy = queue_behind_a_busy_engine(kernel, 1.0)
+    mine = kernel.send_apply(record, "mine")
+    theirs_msg = other.msg(
+        "execute_request",
+        {"code": "globals().setdefault('ran', []).append('theirs')", "silent": False},
+    )
+    kernel.client.shell_channel.send(theirs_msg)
+    theirs = theirs_msg["header"]["msg_id"]
+    assert kernel.control("abort_request", {"msg_ids": None})["content"]["all"] is True
+    kernel.reply(busy)
+    assert kernel.reply(mine)["content"]["status"] == "aborted"
+    assert kernel.reply(theirs)["content"]["status"] == "ok"
+    assert ran_tags(kernel) == ["theirs"]
+
+    busy = queue_behind_a_busy_engine(kernel, 1.0)
+    theirs_msg = other.msg(
+        "execute_request",
+        {"code": "globals().setdefault('ran', []).append('theirs')", "silent": False},
+    )
+    kernel.client.shell_channel.send(theirs_msg)
+    reply = kernel.control("abort_request", {"msg_ids": [], "every_session": True})
+    assert reply["content"]["status"] == "ok"
+    kernel.reply(busy)
+    assert kernel.reply(theirs_msg["header"]["msg_id"])["content"]["status"] == "aborted"
+    assert ran_tags(kernel) == []
+
+
+def test_every_session_must_be_a_boolean(kernel: Driver) -> None:
+    reply = kernel.control("abort_request", {"msg_ids": None, "every_session": "yes"})
+    assert reply["content"]["ename"] == "TypeError"
+    assert "every_session" in reply["content"]["evalue"]

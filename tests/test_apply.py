@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from conftest import Driver
 from parallel_kernel import UnmetDependency, serialize
 
 CARRIED = "value from the client"
+counter = 0
 
 
 def _iso(value: str) -> datetime:
@@ -46,8 +48,6 @@ def test_scheduler_metadata_is_echoed(kernel: Driver) -> None:
 
 
 def test_lambda_closure_and_partial(kernel: Driver) -> None:
-    import functools
-
     def make_adder(n):
         def add(x):
             return x + n
@@ -78,15 +78,75 @@ def test_globals_are_the_engine_namespace(kernel: Driver) -> None:
     assert reply["content"]["status"] == "ok"
 
 
-def test_names_carried_from_the_client(kernel: Driver) -> None:
-    """A name the function referenced on the client is visible during the call only."""
-    kernel.execute("CARRIED = 'engine value'")
+def test_engine_state_wins_over_values_carried_from_the_client(kernel: Driver) -> None:
+    kernel.execute("CARRIED = 'engine value'; counter = 10")
+
+    def read_and_increment():
+        global counter
+        counter += 1
+        return CARRIED, counter
+
+    # the client has counter == 0 and CARRIED == "value from the client"
+    assert kernel.call(read_and_increment) == ("engine value", 11)
+    assert kernel.call(lambda: counter) == 11
+
+
+def test_names_the_engine_lacks_are_carried_for_the_call_only(kernel: Driver) -> None:
+    kernel.call(lambda: globals().pop("CARRIED", None))
 
     def read():
         return CARRIED, sorted(["b", "a"], key=lambda s: CARRIED and s)
 
     assert kernel.call(read) == ("value from the client", ["a", "b"])
-    assert kernel.call(lambda: get_ipython().user_ns["CARRIED"]) == "engine value"  # noqa: F821
+    assert kernel.call(lambda: "CARRIED" in globals()) is False
+
+    def assign():
+        global CARRIED
+        CARRIED = CARRIED + " then assigned"
+
+    kernel.call(assign)
+    assert kernel.call(lambda: globals()["CARRIED"]) == "value from the client then assigned"
+
+
+def test_decorated_functions_methods_and_callables_see_the_engine(kernel: Driver) -> None:
+    kernel.execute("engine_name = 'from engine'")
+
+    def logged(f):
+        @functools.wraps(f)
+        def wrapper(*args):
+            return f(*args)
+
+        return wrapper
+
+    @logged
+    def decorated():
+        return engine_name  # noqa: F821
+
+    class Task:
+        factor = 2
+
+        def __call__(self):
+            return engine_name  # noqa: F821
+
+        def method(self):
+            return engine_name  # noqa: F821
+
+        @staticmethod
+        def static():
+            return engine_name  # noqa: F821
+
+    assert kernel.call(decorated) == "from engine"
+    assert kernel.call(Task()) == "from engine"
+    assert kernel.call(Task().method) == "from engine"
+    assert kernel.call(Task.static) == "from engine"
+    assert kernel.call(functools.partial(decorated)) == "from engine"
+
+
+def test_annotations_survive(kernel: Driver) -> None:
+    def annotated(x: int) -> str:
+        return annotated.__annotations__
+
+    assert kernel.call(annotated, 1) == {"x": "int", "return": "str"}  # postponed annotations
 
 
 def test_async_function_is_awaited(kernel: Driver) -> None:
@@ -263,3 +323,58 @@ def test_engine_id_is_configurable(fresh_kernel: Driver) -> None:
     assert info["parallel"]["engine_id"] == 7
     assert info["parallel"]["format"] == "parallel_kernel"
     assert fresh_kernel.apply(lambda: None)["metadata"]["engine_id"] == 7
+
+
+def test_a_result_being_sent_is_not_modified_by_the_next_task(kernel: Driver) -> None:
+    """The reply's buffers are views of the result; the next task waits until they are sent."""
+    kernel.execute("import numpy as np; shared = np.ones(200 * 2**20, dtype=np.uint8)")
+    first = kernel.send_apply(lambda: shared)  # noqa: F821
+    second = kernel.send_apply(lambda: shared.fill(7))  # noqa: F821
+    reply = kernel.reply(first, timeout=60)
+    result = serialize.unpack_result(reply["content"], reply["buffers"])
+    assert kernel.reply(second)["content"]["status"] == "ok"
+    assert int(np.count_nonzero(result != 1)) == 0
+    kernel.execute("del shared")
+
+
+def test_interrupt_stops_an_async_task_and_the_kernel_survives(kernel: Driver) -> None:
+    async def slow():
+        print("busy task started", flush=True)
+        await asyncio.sleep(30)
+
+    msg_id = kernel.send_apply(slow)
+    kernel.wait_for_output(msg_id, "busy task started")
+    kernel.manager.interrupt_kernel()
+    reply = kernel.reply(msg_id, timeout=10)
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert "interrupted while awaiting" in reply["content"]["evalue"]
+    assert kernel.manager.is_alive()
+    assert kernel.call(lambda: "next task runs") == "next task runs"
+
+
+def test_async_task_errors_start_at_the_user_coroutine(kernel: Driver) -> None:
+    async def failing_coroutine():
+        await asyncio.sleep(0)
+        raise LookupError("inside the coroutine")
+
+    reply = kernel.apply(failing_coroutine)
+    assert reply["content"]["ename"] == "LookupError"
+    text = "\n".join(reply["content"]["traceback"])
+    assert "failing_coroutine" in text
+    assert "parallel_kernel" not in text
+
+
+def test_exception_groups_are_reported_on_iopub(kernel: Driver) -> None:
+    def several_failures():
+        raise ExceptionGroup("two things", [ValueError("one"), KeyError("two")])
+
+    msg_id = kernel.send_apply(several_failures)
+    content = kernel.reply(msg_id)["content"]
+    assert content["ename"] == "ExceptionGroup"
+    text = "".join(content["traceback"])
+    assert "ValueError: one" in text
+    assert "several_failures" in text
+    messages = kernel.iopub(msg_id)
+    [error] = [m for m in messages if m["msg_type"] == "error"]
+    assert error["content"]["traceback"] == content["traceback"]
+    assert not [m for m in messages if m["msg_type"] == "stream"]

@@ -187,3 +187,14 @@ def test_standard_requests_with_missing_fields_get_an_error_reply(
     assert msg_type in reply["content"]["evalue"]
     assert kernel.no_reply(wait=0.3) == []
     assert_still_serving(kernel)
+
+
+@pytest.mark.parametrize("msg_id", [[1], {"a": 1}, 7])
+def test_a_request_whose_msg_id_is_not_a_string_still_gets_a_reply(kernel: Driver, msg_id):
+    msg = kernel.session.msg("kernel_info_request", {})
+    msg["header"]["msg_id"] = msg_id
+    kernel.client.shell_channel.send(msg)
+    reply = kernel.client.get_shell_msg(timeout=10)
+    assert reply["msg_type"] == "kernel_info_reply"
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert_still_serving(kernel)

@@ -83,3 +83,39 @@ def test_failing_startup_line_is_reported_and_the_rest_still_runs(fresh_kernel: 
     assert "1/0" in reply["content"]["evalue"]
     assert names(k, "ok_line", "after_bad") == {"ok_line": 1, "after_bad": 2}
     assert k.call(lambda: "serving") == "serving"
+
+
+def test_clear_in_a_subshell_is_refused(kernel: Driver) -> None:
+    subshell = kernel.control("create_subshell_request")["content"]["subshell_id"]
+    try:
+        kernel.execute("kept = 1")
+        reply = kernel.reply(kernel.send("clear_request", header={"subshell_id": subshell}))
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "SubshellError"
+        assert kernel.call(lambda: kept) == 1  # noqa: F821
+    finally:
+        kernel.control("delete_subshell_request", {"subshell_id": subshell})
+
+
+def test_clear_waits_for_code_running_in_a_subshell(kernel: Driver) -> None:
+    subshell = kernel.control("create_subshell_request")["content"]["subshell_id"]
+
+    def uses_namespace_across_a_sleep():
+        global in_subshell
+        in_subshell = "set"
+        print("busy task started", flush=True)
+        time.sleep(1.5)
+        return in_subshell
+
+    try:
+        task = kernel.send_apply(uses_namespace_across_a_sleep, _header={"subshell_id": subshell})
+        kernel.wait_for_output(task, "busy task started")
+        clear = kernel.send("clear_request", channel="control")
+        task_reply = kernel.reply(task)
+        assert task_reply["content"]["status"] == "ok", task_reply["content"]
+        clear_reply = kernel.reply(clear, channel="control")
+        assert clear_reply["content"] == {"status": "ok"}
+        assert clear_reply["header"]["date"] >= task_reply["header"]["date"]
+        assert kernel.call(lambda: "in_subshell" in globals()) is False
+    finally:
+        kernel.control("delete_subshell_request", {"subshell_id": subshell})

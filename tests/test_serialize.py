@@ -54,6 +54,12 @@ def test_large_bytes_arguments_and_results_travel_out_of_band() -> None:
         assert type(out) is type(result)
 
 
+def test_memoryviews_that_cannot_be_rebuilt_are_refused() -> None:
+    for array in (np.zeros(20_000, dtype=">i4"), np.zeros(10, dtype=np.complex128)):
+        with pytest.raises(serialize.SerializationError, match="cannot be rebuilt"):
+            serialize.pack(memoryview(array))
+
+
 def test_memoryviews_of_any_layout_round_trip() -> None:
     small = memoryview(b"abc")
     strided = memoryview(np.arange(40_000, dtype=np.int16))[::2]
