@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jupyter_client.kernelspec import NoSuchKernel
+
 from . import kernelspec
 from ._version import __version__
 
@@ -32,6 +34,13 @@ def _location_options(parser: argparse.ArgumentParser) -> None:
         default=kernelspec.KERNEL_NAME,
         help=f"the kernelspec's name (default {kernelspec.KERNEL_NAME!r})",
     )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start engines from the installed kernelspec, run a small workload on them "
         "through apply_request, and print what happened.",
     )
-    demo.add_argument("-n", "--engines", type=int, default=2, help="number of engines (default 2)")
+    demo.add_argument(
+        "-n", "--engines", type=_positive, default=2, help="number of engines (default 2)"
+    )
     demo.add_argument(
         "--kernel-name",
         default=kernelspec.KERNEL_NAME,
@@ -132,6 +143,12 @@ def _run_command(args: argparse.Namespace) -> int:
             from .demo import run_demo
 
             return run_demo(engines=args.engines, kernel_name=args.kernel_name)
+    except NoSuchKernel as exc:
+        print(
+            f"parallel-kernel {args.command}: error: no kernelspec named {exc.name!r}",
+            file=sys.stderr,
+        )
+        return 1
     except (OSError, ValueError) as exc:
         print(f"parallel-kernel {args.command}: error: {exc}", file=sys.stderr)
         return 1

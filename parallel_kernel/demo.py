@@ -104,8 +104,10 @@ def run_demo(engines: int = 2, kernel_name: str = "parallel", limit: int = 400_0
     """Run the demo on ``engines`` local engines; return an exit status."""
     print(f"Starting {engines} engines from kernelspec {kernel_name!r} ...")
     t0 = time.perf_counter()
-    pool = [Engine(kernel_name, i) for i in range(engines)]
+    pool: list[Engine] = []
     try:
+        for i in range(engines):
+            pool.append(Engine(kernel_name, i))
         for engine in pool:
             engine.client.wait_for_ready(timeout=READY_TIMEOUT)
         encrypted = all(e.manager.get_connection_info().get("curve_publickey") for e in pool)

@@ -156,3 +156,11 @@ def test_a_mistyped_subcommand_is_an_error_not_a_kernel() -> None:
     result = cli("instal")
     assert result.returncode == 2
     assert "invalid choice: 'instal'" in result.stderr
+
+
+def test_demo_with_a_missing_kernelspec_is_a_clear_error() -> None:
+    result = cli("demo", "--kernel-name", "no-such-spec")
+    assert result.returncode == 1
+    assert "demo: error: no kernelspec named 'no-such-spec'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cli("demo", "--engines", "0").returncode == 2
