@@ -1,10 +1,58 @@
 """parallel_kernel: a Jupyter kernel that is also an engine of a parallel task queue.
 
-Importing this package is cheap and does not import ipykernel: the kernel lives
-in :mod:`parallel_kernel.kernel`, the wire format in :mod:`parallel_kernel.serialize`.
+The client side (``Pool`` and friends) is imported on first use, so the kernel,
+which imports ``parallel_kernel.errors``, does not load it.
 """
 
-from ._version import __version__
-from .errors import UnmetDependency
+from typing import Any
 
-__all__ = ["UnmetDependency", "__version__"]
+from ._version import __version__
+from .errors import (
+    DependencyError,
+    EngineDied,
+    EngineStartError,
+    ParallelError,
+    RemoteError,
+    TaskAborted,
+    TaskInterrupted,
+    TaskTimeout,
+    UnmetDependency,
+)
+
+_LAZY = {
+    "Pool": "pool",
+    "Engine": "pool",
+    "TaskFuture": "futures",
+    "as_completed": "futures",
+    "wait": "futures",
+    "Dependency": "scheduler",
+    "require": "remote",
+}
+
+__all__ = [
+    "Dependency",
+    "DependencyError",
+    "Engine",
+    "EngineDied",
+    "EngineStartError",
+    "ParallelError",
+    "Pool",
+    "RemoteError",
+    "TaskAborted",
+    "TaskFuture",
+    "TaskInterrupted",
+    "TaskTimeout",
+    "UnmetDependency",
+    "__version__",
+    "as_completed",
+    "require",
+    "wait",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

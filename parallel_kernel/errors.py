@@ -1,6 +1,23 @@
-"""Exceptions that cross the wire or that tasks raise on purpose."""
+"""Exceptions that cross the wire, that tasks raise on purpose, and that the pool raises.
+
+The pool's exceptions form one hierarchy under :class:`ParallelError`::
+
+    ParallelError
+    ├── RemoteError            the task raised on its engine
+    │   └── TaskInterrupted    ... KeyboardInterrupt: the task was interrupted
+    ├── TaskTimeout            the task ran longer than its timeout (also a TimeoutError)
+    ├── TaskAborted            the engine answered "aborted" (an abort from another client)
+    ├── EngineDied             the engine running the task died
+    ├── EngineStartError       an engine could not be started
+    └── DependencyError        a dependency can never be met
+"""
 
 from __future__ import annotations
+
+import re
+from typing import Any
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class UnmetDependency(Exception):
@@ -9,3 +26,74 @@ class UnmetDependency(Exception):
     The kernel replies ``status: error`` with ``dependencies_met: false`` in the
     reply metadata, which tells a scheduler to run the task on another engine.
     """
+
+
+class ParallelError(Exception):
+    """Base class of the errors the pool raises for a task or an engine."""
+
+
+class RemoteError(ParallelError):
+    """A task raised an exception on its engine.
+
+    ``str(error)`` shows the remote traceback.  The remote exception is
+    reachable as ``error.original`` (the exception object itself, when it
+    could be pickled and its class imported here; otherwise ``None``), and
+    always as ``ename`` / ``evalue`` / ``traceback`` (the lines IPython
+    formatted on the engine, colours included).
+    """
+
+    def __init__(
+        self,
+        ename: str,
+        evalue: str,
+        traceback: list[str],
+        engine_id: int | None = None,
+        original: BaseException | None = None,
+    ) -> None:
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = list(traceback)
+        self.engine_id = engine_id
+        self.original = original
+        super().__init__(ename, evalue)
+
+    def render_traceback(self) -> str:
+        """The remote traceback as plain text (ANSI colours removed)."""
+        return _ANSI.sub("", "\n".join(line.rstrip("\n") for line in self.traceback))
+
+    def __str__(self) -> str:
+        where = f" on engine {self.engine_id}" if self.engine_id is not None else ""
+        header = f"{self.ename}: {self.evalue}" if self.evalue else self.ename
+        body = self.render_traceback()
+        return f"{header} (raised{where})\n{body}" if body else f"{header} (raised{where})"
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows the coloured remote traceback for an uncaught RemoteError."""
+        return self.traceback or [str(self)]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.ename, self.evalue, self.traceback, self.engine_id, None)
+
+
+class TaskInterrupted(RemoteError):
+    """The task was interrupted on its engine (it ended with KeyboardInterrupt)."""
+
+
+class TaskTimeout(ParallelError, TimeoutError):
+    """The task ran longer than its ``timeout`` and was interrupted."""
+
+
+class TaskAborted(ParallelError):
+    """The engine answered the task ``aborted`` without running it."""
+
+
+class EngineDied(ParallelError):
+    """The engine running the task died before it replied."""
+
+
+class EngineStartError(ParallelError):
+    """An engine could not be started; the message includes its standard error."""
+
+
+class DependencyError(ParallelError):
+    """A task's dependencies can never be met (a failed prerequisite, no eligible engine)."""

@@ -183,6 +183,7 @@ class ParallelKernel(IPythonKernel):
             self._restore_idle_sigint()
             if error is not None:
                 reply_content = self._error_reply(*error)
+                buffers = self._pack_exception(error[1], reply_content)
             else:
                 try:
                     result_content, buffers = serialize.pack_result(result)
@@ -255,6 +256,20 @@ class ParallelKernel(IPythonKernel):
         finally:
             if previous is not None:
                 signal(SIGINT, previous)
+
+    @staticmethod
+    def _pack_exception(exc: BaseException, reply_content: dict[str, Any]) -> list[Any]:
+        """Attach the exception object itself to an error reply, when it can be pickled.
+
+        A client can then re-raise or inspect the original exception; the
+        error content stays complete without it.
+        """
+        try:
+            parts, buffers = serialize.pack_result(exc)
+        except serialize.SerializationError:
+            return []
+        reply_content.update(parts)
+        return buffers
 
     def _error_reply(
         self, etype: type[BaseException], evalue: BaseException, tb: TracebackType | None

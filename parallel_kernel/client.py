@@ -1,0 +1,147 @@
+"""One engine's connection: sends requests, routes replies and output by msg_id.
+
+An :class:`EngineClient` lives on the pool's event-loop thread.  It opens the
+engine's shell, control, IOPub and heartbeat sockets with jupyter_client's
+kernel client (so CurveZMQ keys and message signing come from the
+connection info) and drives them with pyzmq's ``ZMQStream`` on that loop:
+one reader and writer per socket, messages received with ``copy=False`` so
+result buffers arrive as views of the ZMQ frames.  (``ZMQStream`` owns each
+socket's sends and receives together, which avoids the lost wake-ups of
+edge-triggered ZMQ file descriptors that mixing direct sends with pending
+receives can cause.)
+
+Everything a message means for a task is passed to the ``Listener`` (the
+pool); this module only moves messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from jupyter_client import BlockingKernelClient
+from tornado.ioloop import IOLoop, PeriodicCallback
+from zmq.eventloop.zmqstream import ZMQStream
+
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_MISSES = 3
+
+
+class Listener(Protocol):
+    """What an engine client reports to its owner."""
+
+    def on_reply(self, engine: EngineClient, channel: str, msg: dict[str, Any]) -> None: ...
+
+    def on_iopub(self, engine: EngineClient, msg: dict[str, Any]) -> None: ...
+
+    def on_heartbeat_lost(self, engine: EngineClient) -> None: ...
+
+
+def kernel_client(connection_file: str) -> BlockingKernelClient:
+    """A jupyter_client kernel client configured from a connection file (sockets only)."""
+    client = BlockingKernelClient()
+    client.load_connection_file(connection_file)
+    return client
+
+
+class EngineClient:
+    """The sockets of one engine, read and written on the pool's loop."""
+
+    def __init__(self, client: BlockingKernelClient, listener: Listener, heartbeat: bool) -> None:
+        self.kernel_client = client
+        self.session = client.session
+        self.listener = listener
+        self._heartbeat = heartbeat
+        self._streams: dict[str, ZMQStream] = {}
+        self._hb: ZMQStream | None = None
+        self._hb_timer: Any = None
+        self._hb_answered = True
+        self._hb_misses = 0
+
+    def open(self) -> None:
+        """Connect the sockets and start reading them (on the running loop)."""
+        client = self.kernel_client
+        loop = IOLoop.current()
+        for channel, connect in (
+            ("shell", client.connect_shell),
+            ("control", client.connect_control),
+            ("iopub", client.connect_iopub),
+        ):
+            stream = ZMQStream(connect(), loop)
+            stream.on_recv(lambda frames, channel=channel: self._received(channel, frames), False)
+            self._streams[channel] = stream
+        if self._heartbeat:
+            self._start_heartbeat(loop)
+
+    def close(self) -> None:
+        """Stop reading and close the sockets; unsent requests are dropped."""
+        if self._hb_timer is not None:
+            self._hb_timer.stop()
+            self._hb_timer = None
+        for stream in [*self._streams.values(), self._hb]:
+            if stream is not None and not stream.closed():
+                stream.close(linger=0)
+        self._streams = {}
+        self._hb = None
+
+    def send(
+        self,
+        channel: str,
+        msg_type: str,
+        content: dict[str, Any],
+        buffers: list[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Send a request on ``shell`` or ``control``; return its msg_id."""
+        stream = self._streams.get(channel)
+        if stream is None or stream.closed():
+            raise ConnectionError("the engine's sockets are closed")
+        msg = self.session.msg(msg_type, content, metadata=metadata)
+        self.session.send(stream, msg, buffers=buffers or [])
+        return msg["header"]["msg_id"]
+
+    def _received(self, channel: str, frames: list[Any]) -> None:
+        session = self.session
+        try:
+            _, parts = session.feed_identities(frames, copy=False)
+            msg = session.deserialize(parts, content=True, copy=False)
+        except Exception:
+            session.log.warning("Dropped an undecodable %s message", channel, exc_info=True)
+            return
+        try:
+            if channel == "iopub":
+                self.listener.on_iopub(self, msg)
+            else:
+                self.listener.on_reply(self, channel, msg)
+        except Exception:
+            session.log.exception("Error handling a %s message", channel)
+
+    # -- heartbeat: a ping every interval; too many unanswered ones in a row is a loss
+
+    def _start_heartbeat(self, loop: IOLoop) -> None:
+        self._connect_hb(loop)
+        self._hb_timer = PeriodicCallback(self._beat, HEARTBEAT_INTERVAL * 1000)
+        self._hb_timer.start()
+
+    def _connect_hb(self, loop: IOLoop) -> None:
+        self._hb = ZMQStream(self.kernel_client.connect_hb(), loop)
+        self._hb.on_recv(self._pong)
+        self._hb_answered = True
+
+    def _pong(self, frames: list[Any]) -> None:
+        self._hb_answered = True
+        self._hb_misses = 0
+
+    def _beat(self) -> None:
+        if self._hb is None:
+            return
+        if not self._hb_answered:
+            self._hb_misses += 1
+            # a REQ socket cannot send again before its reply: start a new one
+            self._hb.close(linger=0)
+            self._connect_hb(IOLoop.current())
+            if self._hb_misses >= HEARTBEAT_MISSES:
+                self._hb_misses = 0
+                self.listener.on_heartbeat_lost(self)
+                return
+        self._hb_answered = False
+        self._hb.send(b"ping")

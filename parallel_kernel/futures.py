@@ -1,0 +1,118 @@
+"""Futures of pool tasks, and ``wait`` / ``as_completed`` with progress bars.
+
+A :class:`TaskFuture` is a ``concurrent.futures.Future``: ``result()``,
+``exception()``, ``add_done_callback()``, ``concurrent.futures.wait`` and
+``as_completed`` all work.  It can also be awaited from asyncio code, and it
+carries what the engine reported about the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any
+
+
+class TaskFuture(concurrent.futures.Future):
+    """The future of one task run on a pool engine.
+
+    Besides the ``concurrent.futures.Future`` API:
+
+    - ``engine_id``: the engine that ran (or is running) the task;
+    - ``stdout``, ``stderr``: what the task printed;
+    - ``outputs``: rich outputs it displayed (``display_data`` contents);
+    - ``metadata``: the reply metadata (``started``, ``completed``, ``engine`` ...);
+    - ``interrupt()``: interrupt the task if it is running;
+    - ``await future`` in asyncio code.
+
+    ``cancel()`` cancels a task that has not been sent; for a task already
+    queued at an engine it asks the engine to abort it, and succeeds if the
+    engine had not started it (so it will never run).
+    """
+
+    def __init__(self, pool: Any) -> None:
+        super().__init__()
+        self._pool = pool
+        self.engine_id: int | None = None
+        self.msg_id: str | None = None
+        self.stdout = ""
+        self.stderr = ""
+        self.outputs: list[dict[str, Any]] = []
+        self.metadata: dict[str, Any] = {}
+
+    def cancel(self) -> bool:
+        if self.done():
+            return self.cancelled()
+        if not self._pool._cancel(self):
+            return False
+        return super().cancel()
+
+    def interrupt(self) -> bool:
+        """Interrupt the task if it is running now; return whether an interrupt was sent."""
+        return self._pool._interrupt_task(self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self) -> str:
+        where = f" on engine {self.engine_id}" if self.engine_id is not None else ""
+        return f"<TaskFuture {self._state.lower()}{where}>"
+
+
+def _progress(total: int, enabled: bool | dict[str, Any], desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    options = {"total": total, "desc": desc, "unit": "task"}
+    if isinstance(enabled, dict):
+        options.update(enabled)
+    return tqdm(**options)
+
+
+def as_completed(
+    fs: Iterable[concurrent.futures.Future],
+    timeout: float | None = None,
+    progress: bool | dict[str, Any] = False,
+) -> Iterator[concurrent.futures.Future]:
+    """``concurrent.futures.as_completed``, with an optional tqdm progress bar.
+
+    ``progress`` may be ``True`` or a dict of tqdm options.
+    """
+    fs = list(fs)
+    bar = _progress(len(fs), progress, "tasks")
+    try:
+        for future in concurrent.futures.as_completed(fs, timeout=timeout):
+            if bar is not None:
+                bar.update(1)
+            yield future
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def wait(
+    fs: Iterable[concurrent.futures.Future],
+    timeout: float | None = None,
+    return_when: str = concurrent.futures.ALL_COMPLETED,
+    progress: bool | dict[str, Any] = False,
+) -> concurrent.futures._base.DoneAndNotDoneFutures:
+    """``concurrent.futures.wait``, with an optional tqdm progress bar."""
+    fs = set(fs)
+    if not progress:
+        return concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
+    done: set[concurrent.futures.Future] = set()
+    try:
+        for future in as_completed(fs, timeout=timeout, progress=progress):
+            done.add(future)
+            if return_when == concurrent.futures.FIRST_COMPLETED or (
+                return_when == concurrent.futures.FIRST_EXCEPTION
+                and not future.cancelled()
+                and future.exception() is not None
+            ):
+                break
+    except concurrent.futures.TimeoutError:
+        pass
+    done |= {f for f in fs if f.done()}
+    return concurrent.futures._base.DoneAndNotDoneFutures(done, fs - done)

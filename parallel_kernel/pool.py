@@ -1,0 +1,967 @@
+"""``Pool``: a ``concurrent.futures.Executor`` whose workers are parallel kernels.
+
+There is no broker: the pool talks to every engine's shell, control and IOPub
+sockets from one background event-loop thread, which owns all sockets and all
+task state.  Calls from user threads hand work to that thread
+(``call_soon_threadsafe``) or wait for it with a timeout, so the pool works the
+same from a script, a notebook (whose own loop is never touched) and asyncio
+code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
+
+from . import remote, serialize
+from .client import EngineClient, kernel_client
+from .errors import (
+    EngineDied,
+    EngineStartError,
+    RemoteError,
+    TaskAborted,
+    TaskInterrupted,
+    TaskTimeout,
+)
+from .futures import TaskFuture, _progress
+from .scheduler import Dependency, Job, Scheduler
+
+#: Seconds to wait for an engine to start and answer kernel_info.
+STARTUP_TIMEOUT = 60.0
+#: Seconds a finished task waits for the rest of its output (IOPub ``idle``).
+OUTPUT_GRACE = 2.0
+#: Seconds between checks that owned engine processes are alive.
+POLL_INTERVAL = 0.5
+#: Seconds a timed-out task gets to stop after its interrupt before it is failed anyway.
+INTERRUPT_GRACE = 5.0
+#: Seconds to wait for a control reply (abort, clear, interrupt).
+CONTROL_TIMEOUT = 30.0
+ENGINE_ARGS = ["--HistoryManager.hist_file=:memory:"]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What the pool knows about one engine (a snapshot).
+
+    ``connection_file`` lets a person attach to the engine and look at the
+    namespace its tasks left: ``jupyter console --existing <connection_file>``.
+    """
+
+    id: int
+    state: str
+    connection_file: str
+    owned: bool
+    uuid: str | None
+    outstanding: int
+
+
+class _Task:
+    """One request the pool sends to an engine on behalf of a future."""
+
+    __slots__ = (
+        "buffers",
+        "cancel_requested",
+        "content",
+        "engine_id",
+        "future",
+        "idle",
+        "job",
+        "msg_id",
+        "msg_type",
+        "reply",
+        "retries",
+        "retry_on_error",
+        "timed_out",
+        "timeout",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        future: TaskFuture,
+        msg_type: str,
+        content: dict[str, Any],
+        buffers: list[Any],
+        job: Job,
+        retries: int = 0,
+        retry_on_error: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        self.future = future
+        self.msg_type = msg_type
+        self.content = content
+        self.buffers = buffers
+        self.job = job
+        self.retries = retries
+        self.retry_on_error = retry_on_error
+        self.timeout = timeout
+        self.engine_id: int | None = None
+        self.msg_id: str | None = None
+        self.reply: dict[str, Any] | None = None
+        self.idle = False
+        self.cancel_requested = False
+        self.timed_out = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _EngineState:
+    """The pool's live record of one engine (loop thread only)."""
+
+    def __init__(self, engine_id: int, manager: AsyncKernelManager | None, connection_file: str):
+        self.id = engine_id
+        self.manager = manager
+        self.connection_file = connection_file
+        self.client: EngineClient | None = None
+        self.state = "starting"
+        self.uuid: str | None = None
+        self.inflight: dict[str, _Task] = {}
+        self.running: str | None = None
+        self.stderr_path: Path | None = None
+        self.iopub_seen = asyncio.Event()
+        self.watcher: asyncio.Task[None] | None = None
+
+
+class Pool(Executor):
+    """A pool of parallel kernels with futures, pipelining, abort, retries and timeouts.
+
+    ``Pool(n)`` starts ``n`` engines from kernelspec ``kernel_name`` (default
+    ``"parallel"``), concurrently; :meth:`connect` attaches to kernels that are
+    already running.  Use it like any ``concurrent.futures.Executor``::
+
+        with Pool(4) as pool:
+            results = list(pool.map(f, range(1000)))
+
+    ``hwm`` is how many tasks may be outstanding at one engine (one running,
+    the rest queued there so it never waits for the client between tasks).
+    ``forward_output=True`` prints the engines' stdout and stderr here as it
+    arrives, each line prefixed with its engine id.
+    """
+
+    def __init__(
+        self,
+        n: int | None = None,
+        *,
+        kernel_name: str = "parallel",
+        hwm: int = 2,
+        forward_output: bool = False,
+        restart: bool = True,
+        extra_arguments: list[str] | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        _connection_files: list[str] | None = None,
+    ) -> None:
+        if hwm < 1:
+            raise ValueError(f"hwm must be at least 1, got {hwm}")
+        if _connection_files is None:
+            if n is None:
+                n = os.cpu_count() or 1
+            if n < 1:
+                raise ValueError(f"a pool needs at least one engine, got n={n}")
+            _check_kernel_name(kernel_name)
+        self.kernel_name = kernel_name
+        self.hwm = hwm
+        self.forward_output = forward_output
+        self.restart = restart
+        self.startup_timeout = startup_timeout
+        self._extra_arguments = list(extra_arguments or [])
+        self._scheduler = Scheduler()
+        self._engines: dict[int, _EngineState] = {}
+        self._tasks: dict[str, _Task] = {}
+        self._requests: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._futures: weakref.WeakSet[TaskFuture] = weakref.WeakSet()
+        self._closed = False
+        self._background: set[asyncio.Future[Any]] = set()
+        self._stderr_dir = tempfile.TemporaryDirectory(prefix="parallel-kernel-")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="parallel-kernel-pool", daemon=True
+        )
+        self._thread.start()
+        try:
+            if _connection_files is None:
+                self._run(self._start_engines(n), timeout=startup_timeout * 2 + 10)
+            else:
+                self._run(self._connect_engines(_connection_files), timeout=startup_timeout + 10)
+        except BaseException:
+            self._teardown()
+            raise
+        self._finalizer = weakref.finalize(self, _stop_loop, self._loop, self._thread)
+
+    @classmethod
+    def connect(cls, connection_files: Iterable[str | os.PathLike[str]], **options: Any) -> Pool:
+        """A pool of kernels that are already running, given their connection files.
+
+        The pool never shuts these kernels down and never restarts them; an
+        engine that dies is reported (its tasks fail with ``EngineDied``) and
+        left out.  Works with any kernel of this package, e.g. the one behind
+        a notebook (``%connect_info`` there shows its connection file).
+        """
+        files = [str(Path(f).expanduser()) for f in connection_files]
+        if not files:
+            raise ValueError("connect() needs at least one connection file")
+        return cls(_connection_files=files, **options)
+
+    # ------------------------------------------------------------------ threads
+
+    def _run(self, coro: Any, timeout: float | None) -> Any:
+        """Run a coroutine on the pool's loop and wait for it (never from that loop)."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("this pool method blocks; it cannot be called from a pool callback")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        self._loop.call_soon_threadsafe(callback, *args)
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a coroutine in the background on the loop, keeping a reference to it."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------------ engines
+
+    async def _start_engines(self, n: int) -> None:
+        results = await asyncio.gather(
+            *(self._start_engine(i) for i in range(n)), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self._stop_engines()
+            raise errors[0]
+
+    async def _start_engine(self, engine_id: int) -> None:
+        manager = AsyncKernelManager(kernel_name=self.kernel_name)
+        engine = _EngineState(engine_id, manager, "")
+        engine.stderr_path = Path(self._stderr_dir.name) / f"engine-{engine_id}.stderr"
+        self._engines[engine_id] = engine
+        self._scheduler.add_engine(engine_id, self.hwm)
+        self._scheduler.set_available(engine_id, False)
+        await self._launch(engine)
+        engine.watcher = asyncio.ensure_future(self._watch_process(engine))
+
+    async def _launch(self, engine: _EngineState) -> None:
+        """Start (or restart) an owned engine's process and wait until it answers."""
+        manager = engine.manager
+        assert manager is not None
+        arguments = [
+            f"--ParallelKernel.engine_id={engine.id}",
+            *ENGINE_ARGS,
+            *self._extra_arguments,
+        ]
+        with open(engine.stderr_path, "wb") as stderr:
+            await manager.start_kernel(extra_arguments=arguments, stderr=stderr)
+        engine.connection_file = manager.connection_file
+        await self._open(engine)
+
+    async def _connect_engines(self, files: list[str]) -> None:
+        for engine_id, path in enumerate(files):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no connection file {path!r}")
+            engine = _EngineState(engine_id, None, path)
+            self._engines[engine_id] = engine
+            self._scheduler.add_engine(engine_id, self.hwm)
+            self._scheduler.set_available(engine_id, False)
+        await asyncio.gather(*(self._attach(e) for e in self._engines.values()))
+
+    async def _attach(self, engine: _EngineState) -> None:
+        await self._open(engine)
+
+    async def _open(self, engine: _EngineState) -> None:
+        """Open the engine's sockets; return once it answers on shell and IOPub.
+
+        IOPub is a subscription: messages published before it is in place are
+        lost, so the engine counts as ready only once some IOPub message (the
+        kernel's welcome, or the status of a kernel_info request) has arrived.
+        """
+        engine.iopub_seen = asyncio.Event()
+        engine.client = EngineClient(kernel_client(engine.connection_file), self, heartbeat=True)
+        engine.client.open()
+        deadline = time.monotonic() + self.startup_timeout
+        info = None
+        while info is None or not engine.iopub_seen.is_set():
+            reply = self._request(engine, "shell", "kernel_info_request", {})
+            while not reply.done():
+                await asyncio.wait({reply}, timeout=0.2)
+                if engine.manager is not None and not await engine.manager.is_alive():
+                    reply.cancel()
+                    raise EngineStartError(self._start_failure(engine, "its process exited"))
+                if time.monotonic() > deadline:
+                    reply.cancel()
+                    raise EngineStartError(
+                        self._start_failure(engine, f"no answer within {self.startup_timeout:g} s")
+                    )
+            info = reply.result()["content"]
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(engine.iopub_seen.wait(), 0.5)
+        parallel = info.get("parallel")
+        if not isinstance(parallel, dict):
+            raise EngineStartError(
+                f"engine {engine.id} ({engine.connection_file}) is not a parallel kernel: "
+                "its kernel_info has no 'parallel' feature"
+            )
+        engine.uuid = parallel.get("engine_uuid")
+        engine.state = "idle"
+        self._scheduler.set_available(engine.id, True)
+        self._schedule()
+
+    def _start_failure(self, engine: _EngineState, why: str) -> str:
+        message = f"engine {engine.id} (kernelspec {self.kernel_name!r}) failed to start: {why}"
+        if engine.stderr_path is not None and engine.stderr_path.exists():
+            tail = engine.stderr_path.read_text(errors="replace").strip()[-4000:]
+            if tail:
+                message += f"\n--- its stderr ---\n{tail}"
+        return message
+
+    async def _watch_process(self, engine: _EngineState) -> None:
+        """Notice an owned engine's process dying, within POLL_INTERVAL."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            alive = engine.manager is None or await engine.manager.is_alive()
+            if engine.state in ("idle", "busy") and not alive:
+                await self._lose(engine, "its process exited")
+
+    def on_heartbeat_lost(self, client: EngineClient) -> None:
+        engine = self._engine_of(client)
+        if engine is not None and engine.state in ("idle", "busy"):
+            self._spawn(self._lose(engine, "its heartbeat stopped"))
+
+    async def _lose(self, engine: _EngineState, why: str) -> None:
+        """An engine died: fail or retry its tasks, then restart it if the pool owns it."""
+        if engine.state not in ("idle", "busy"):
+            return
+        engine.state = "dead"
+        self._scheduler.set_available(engine.id, False)
+        self._scheduler.forget_outstanding(engine.id)
+        lost = list(engine.inflight.values())
+        engine.inflight.clear()
+        engine.running = None
+        for task in lost:
+            if task.reply is not None:
+                self._finish(task)
+                continue
+            self._tasks.pop(task.msg_id or "", None)
+            if task.retries > 0 and not task.future.done():
+                task.retries -= 1
+                self._requeue(task, avoid=engine.id)
+            else:
+                self._resolve(task, error=EngineDied(f"engine {engine.id} died ({why})"))
+        for msg_id, waiter in list(self._requests.items()):
+            if getattr(waiter, "engine_id", None) == engine.id and not waiter.done():
+                waiter.set_exception(EngineDied(f"engine {engine.id} died ({why})"))
+                self._requests.pop(msg_id, None)
+        if engine.client is not None:
+            engine.client.close()
+            engine.client = None
+        if engine.manager is not None and self.restart and not self._closed:
+            engine.state = "restarting"
+            try:
+                await engine.manager.restart_kernel(now=True)
+                engine.connection_file = engine.manager.connection_file
+                await self._open(engine)
+            except Exception as exc:
+                engine.state = "dead"
+                self._loop.call_exception_handler(
+                    {"message": f"engine {engine.id} could not be restarted", "exception": exc}
+                )
+        self._fail_if_no_engines()
+        self._schedule()
+
+    def _fail_if_no_engines(self) -> None:
+        """With every engine dead for good, fail the queued tasks instead of holding them."""
+        if any(
+            e.state in ("idle", "busy", "starting", "restarting") for e in self._engines.values()
+        ):
+            return
+        for task in list(self._queued_tasks()):
+            self._resolve(task, error=EngineDied("every engine of the pool is dead"))
+        self._scheduler.queue.clear()
+
+    def _engine_of(self, client: EngineClient) -> _EngineState | None:
+        for engine in self._engines.values():
+            if engine.client is client:
+                return engine
+        return None
+
+    @property
+    def engines(self) -> list[Engine]:
+        """A snapshot of every engine: id, state, connection file, ownership."""
+        return [
+            Engine(
+                id=e.id,
+                state=e.state,
+                connection_file=e.connection_file,
+                owned=e.manager is not None,
+                uuid=e.uuid,
+                outstanding=len(e.inflight),
+            )
+            for e in sorted(self._engines.values(), key=lambda e: e.id)
+        ]
+
+    # ------------------------------------------------------------------ requests
+
+    def _request(
+        self, engine: _EngineState, channel: str, msg_type: str, content: dict[str, Any]
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Send a non-task request and return a future for its reply message."""
+        assert engine.client is not None
+        msg_id = engine.client.send(channel, msg_type, content)
+        waiter: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        waiter.engine_id = engine.id  # type: ignore[attr-defined]
+        self._requests[msg_id] = waiter
+        return waiter
+
+    def on_reply(self, client: EngineClient, channel: str, msg: dict[str, Any]) -> None:
+        msg_id = msg["parent_header"].get("msg_id")
+        waiter = self._requests.pop(msg_id, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(msg)
+            return
+        task = self._tasks.get(msg_id)
+        if task is None or task.reply is not None:
+            return
+        engine = self._engines[task.engine_id]
+        engine.inflight.pop(msg_id, None)
+        if engine.running == msg_id:
+            engine.running = None
+        self._scheduler.finished(engine.id)
+        task.reply = msg
+        if task.timer is not None:
+            task.timer.cancel()
+        if task.idle or msg["content"].get("status") == "aborted":
+            self._finish(task)
+        else:
+            self._loop.call_later(OUTPUT_GRACE, self._finish, task)
+        self._schedule()
+
+    def on_iopub(self, client: EngineClient, msg: dict[str, Any]) -> None:
+        msg_id = msg["parent_header"].get("msg_id")
+        task = self._tasks.get(msg_id)
+        msg_type = msg["msg_type"]
+        content = msg["content"]
+        engine = self._engine_of(client)
+        if engine is not None:
+            engine.iopub_seen.set()
+        if msg_type == "status" and engine is not None:
+            state = content.get("execution_state")
+            if state == "busy" and task is not None and task.reply is None:
+                engine.running = msg_id
+                engine.state = "busy"
+                if task.timeout is not None and task.timer is None:
+                    task.timer = self._loop.call_later(task.timeout, self._timed_out, task)
+            elif state == "idle":
+                if engine.running == msg_id:
+                    engine.running = None
+                if not engine.inflight and engine.state == "busy":
+                    engine.state = "idle"
+                if task is not None:
+                    task.idle = True
+                    if task.reply is not None:
+                        self._finish(task)
+            return
+        if task is None:
+            return
+        if msg_type == "stream":
+            text = content.get("text", "")
+            if content.get("name") == "stderr":
+                task.future.stderr += text
+            else:
+                task.future.stdout += text
+            if self.forward_output and engine is not None:
+                _forward(engine.id, content.get("name"), text)
+        elif msg_type in ("display_data", "execute_result", "update_display_data"):
+            task.future.outputs.append(content)
+
+    # ------------------------------------------------------------------ tasks
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        engine: int | None = None,
+        after: Any = None,
+        follow: Any = None,
+        retries: int = 0,
+        retry_on_error: bool = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> TaskFuture:
+        """Schedule ``fn(*args, **kwargs)`` on an engine and return its future.
+
+        The function and arguments are serialized now: anything unpicklable
+        raises :class:`~parallel_kernel.serialize.SerializationError` here and
+        nothing is sent.  Options (names reserved by ``submit``; pass a
+        ``functools.partial`` for a function that takes such a keyword):
+
+        - ``engine``: run on that engine id only;
+        - ``after``: futures (or a :class:`Dependency`) that must finish first;
+        - ``follow``: futures to run beside: on the engine where they ran;
+        - ``retries``: resubmit this many times to another engine if the engine
+          dies (and, with ``retry_on_error=True``, if the task raises);
+        - ``timeout``: seconds the task may run (once started) before it is
+          interrupted and fails with :class:`TaskTimeout`.
+        """
+        content, buffers = serialize.pack_apply(fn, args, kwargs)
+        return self._submit_message(
+            "apply_request",
+            content,
+            buffers,
+            Job(target=engine, after=Dependency.coerce(after), follow=Dependency.coerce(follow)),
+            retries=retries,
+            retry_on_error=retry_on_error,
+            timeout=timeout,
+        )
+
+    def _submit_message(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        buffers: list[Any],
+        job: Job,
+        **options: Any,
+    ) -> TaskFuture:
+        if self._closed:
+            raise RuntimeError("cannot schedule new tasks after shutdown")
+        if options.get("timeout") is not None and options["timeout"] <= 0:
+            raise ValueError(f"timeout must be positive, got {options['timeout']}")
+        future = TaskFuture(self)
+        task = _Task(future, msg_type, content, buffers, job, **options)
+        future._task = task  # type: ignore[attr-defined]
+        self._futures.add(future)
+        for dependency in (job.after, job.follow):
+            for dep in dependency.futures if dependency else ():
+                dep.add_done_callback(lambda _f: self._call_soon(self._schedule))
+        self._call_soon(self._enqueue, task)
+        return future
+
+    def _enqueue(self, task: _Task) -> None:
+        if task.future.done():
+            return
+        task.job.task = task
+        self._scheduler.queue.append(task.job)
+        self._schedule()
+
+    def _requeue(self, task: _Task, avoid: int | None = None) -> None:
+        """Put a task back in the queue, preferring engines other than ``avoid``."""
+        others = {e for e in self._engines if e != avoid} - task.job.blacklist
+        if avoid is not None and others:
+            task.job.blacklist.add(avoid)
+        task.engine_id = task.msg_id = task.reply = None
+        task.idle = task.timed_out = False
+        task.future.stdout = task.future.stderr = ""
+        task.future.outputs = []
+        self._enqueue(task)
+
+    def _queued_tasks(self) -> Iterator[_Task]:
+        for job in self._scheduler.queue:
+            yield job.task
+
+    def _schedule(self) -> None:
+        """Send every queued task that an engine can take now."""
+        for job, engine_id in self._scheduler.assignments():
+            task: _Task = job.task
+            if engine_id < 0:
+                self._resolve(task, error=self._scheduler.reason(job))
+                continue
+            if task.future.done():
+                self._scheduler.finished(engine_id)
+                continue
+            engine = self._engines[engine_id]
+            task.engine_id = engine_id
+            task.future.engine_id = engine_id
+            try:
+                task.msg_id = engine.client.send(
+                    "shell", task.msg_type, task.content, buffers=task.buffers
+                )
+            except Exception as exc:
+                self._scheduler.finished(engine_id)
+                self._resolve(task, error=EngineDied(f"engine {engine_id} is unreachable: {exc}"))
+                continue
+            task.future.msg_id = task.msg_id
+            self._tasks[task.msg_id] = task
+            engine.inflight[task.msg_id] = task
+
+    def _finish(self, task: _Task) -> None:
+        """Turn a task's reply into its future's outcome."""
+        if task.msg_id is None or self._tasks.pop(task.msg_id, None) is None:
+            return
+        msg = task.reply
+        assert msg is not None
+        content = msg["content"]
+        metadata = msg.get("metadata", {})
+        task.future.metadata = metadata
+        status = content.get("status")
+        if status == "ok":
+            try:
+                value = (
+                    serialize.unpack_result(content, msg["buffers"])
+                    if task.msg_type == "apply_request"
+                    else None
+                )
+            except serialize.DeserializationError as exc:
+                self._resolve(task, error=exc)
+            else:
+                self._resolve(task, result=value)
+            return
+        if status == "aborted":
+            if not task.cancel_requested:
+                self._resolve(task, error=TaskAborted("the engine aborted this task"))
+            return
+        if metadata.get("dependencies_met") is False:
+            self._requeue(task, avoid=task.engine_id)
+            if task.engine_id is not None:
+                task.job.blacklist.add(task.engine_id)
+            return
+        if task.retry_on_error and task.retries > 0 and not task.timed_out:
+            task.retries -= 1
+            self._requeue(task, avoid=task.engine_id)
+            return
+        self._resolve(task, error=self._remote_error(task, content, msg["buffers"]))
+
+    def _remote_error(
+        self, task: _Task, content: dict[str, Any], buffers: list[Any]
+    ) -> BaseException:
+        ename = content.get("ename", "Error")
+        if task.timed_out and ename == "KeyboardInterrupt":
+            return TaskTimeout(f"the task ran longer than its timeout of {task.timeout:g} s")
+        original = None
+        if buffers and serialize.is_native_apply(content):
+            try:
+                original = serialize.unpack_result(content, buffers)
+            except serialize.DeserializationError:
+                original = None
+        kind = TaskInterrupted if ename == "KeyboardInterrupt" else RemoteError
+        error = kind(
+            ename,
+            content.get("evalue", ""),
+            content.get("traceback", []),
+            engine_id=task.engine_id,
+            original=original if isinstance(original, BaseException) else None,
+        )
+        return error
+
+    def _resolve(self, task: _Task, result: Any = None, error: BaseException | None = None):
+        if task.timer is not None:
+            task.timer.cancel()
+        future = task.future
+        if future.done() or not future.set_running_or_notify_cancel():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    # ------------------------------------------------------------------ cancel, interrupt
+
+    def _cancel(self, future: TaskFuture) -> bool:
+        """Cancel a task for ``TaskFuture.cancel``: locally, or by aborting it at its engine."""
+        task: _Task = future._task  # type: ignore[attr-defined]
+        if threading.current_thread() is self._thread:
+            return self._cancel_queued(task)
+        try:
+            return self._run(self._cancel_task(task), timeout=CONTROL_TIMEOUT + 5)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            return False
+
+    def _cancel_queued(self, task: _Task) -> bool:
+        if task.job in self._scheduler.queue:
+            self._scheduler.queue.remove(task.job)
+            return True
+        return task.msg_id is None and task.reply is None
+
+    async def _cancel_task(self, task: _Task) -> bool:
+        if self._cancel_queued(task):
+            return True
+        if task.reply is not None or task.engine_id is None:
+            return False
+        engine = self._engines[task.engine_id]
+        if engine.client is None or task.msg_id not in engine.inflight:
+            return False
+        task.cancel_requested = True
+        waiter = self._request(engine, "control", "abort_request", {"msg_ids": [task.msg_id]})
+        try:
+            reply = await asyncio.wait_for(waiter, CONTROL_TIMEOUT)
+        except (TimeoutError, EngineDied):
+            task.cancel_requested = False
+            return False
+        if task.msg_id in reply["content"].get("pending", []):
+            return True
+        task.cancel_requested = False
+        if task.reply is not None:
+            self._finish(task)
+        return False
+
+    def _interrupt_task(self, future: TaskFuture) -> bool:
+        task: _Task = future._task  # type: ignore[attr-defined]
+        return self._run(self._interrupt_if_running(task), timeout=CONTROL_TIMEOUT + 5)
+
+    async def _interrupt_if_running(self, task: _Task) -> bool:
+        if task.engine_id is None or task.reply is not None:
+            return False
+        engine = self._engines[task.engine_id]
+        if engine.running != task.msg_id:
+            return False
+        await self._interrupt_engine(engine)
+        return True
+
+    async def _interrupt_engine(self, engine: _EngineState) -> None:
+        if engine.manager is not None:
+            await engine.manager.interrupt_kernel()
+        elif engine.client is not None:
+            await asyncio.wait_for(
+                self._request(engine, "control", "interrupt_request", {}), CONTROL_TIMEOUT
+            )
+
+    def _timed_out(self, task: _Task) -> None:
+        task.timer = None
+        if task.reply is not None or task.engine_id is None:
+            return
+        engine = self._engines[task.engine_id]
+        if engine.running != task.msg_id:
+            return
+        task.timed_out = True
+        self._spawn(self._interrupt_engine(engine))
+        self._loop.call_later(INTERRUPT_GRACE, self._give_up, task)
+
+    def _give_up(self, task: _Task) -> None:
+        """The engine ignored the interrupt: fail the future; the engine's reply is dropped."""
+        if task.reply is None:
+            self._resolve(
+                task,
+                error=TaskTimeout(
+                    f"the task ran longer than its timeout of {task.timeout:g} s and did not stop "
+                    f"within {INTERRUPT_GRACE:g} s of its interrupt; engine {task.engine_id} is "
+                    "still running it"
+                ),
+            )
+
+    def interrupt(self, engine: int | None = None) -> None:
+        """Interrupt whatever runs on one engine, or on all of them."""
+        targets = [self._engines[engine]] if engine is not None else list(self._engines.values())
+
+        async def interrupt_all() -> None:
+            await asyncio.gather(*(self._interrupt_engine(e) for e in targets if e.client))
+
+        self._run(interrupt_all(), timeout=CONTROL_TIMEOUT + 5)
+
+    # ------------------------------------------------------------------ map and friends
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        progress: bool | dict[str, Any] = False,
+    ) -> Iterator[Any]:
+        """``Executor.map``: results in order, with small tasks batched into chunks.
+
+        The iterables are consumed at once.  Without ``chunksize``, items are
+        cut into about four chunks per engine.  ``timeout`` bounds the whole
+        iteration, counted from this call.  ``progress`` shows a tqdm bar
+        (``True`` or a dict of tqdm options).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        items = list(zip(*iterables, strict=False))
+        if chunksize is None:
+            chunksize = max(1, math.ceil(len(items) / (4 * max(1, len(self._engines)))))
+        elif chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, got {chunksize}")
+        if chunksize == 1:
+            runner, frames = fn, serialize.pack(fn)
+            futures = [self._submit_packed(runner, args, frames) for args in items]
+            sizes = [1] * len(futures)
+        else:
+            runner = functools.partial(remote.run_chunk, fn)
+            frames = serialize.pack(runner)
+            chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
+            futures = [self._submit_packed(runner, (chunk,), frames) for chunk in chunks]
+            sizes = [len(chunk) for chunk in chunks]
+        bar = _progress(len(items), progress, "map")
+        if bar is not None:
+            lock = threading.Lock()
+            for future, size in zip(futures, sizes, strict=True):
+
+                def advance(_f: Any, size: int = size) -> None:
+                    with lock:
+                        bar.update(size)
+
+                future.add_done_callback(advance)
+        return self._map_results(futures, chunksize > 1, deadline, bar)
+
+    def _submit_packed(self, fn: Any, args: tuple[Any, ...], frames: list[Any]) -> TaskFuture:
+        content, buffers = serialize.pack_apply(fn, args, function_frames=frames)
+        return self._submit_message("apply_request", content, buffers, Job())
+
+    @staticmethod
+    def _map_results(
+        futures: list[TaskFuture], chunked: bool, deadline: float | None, bar: Any
+    ) -> Iterator[Any]:
+        try:
+            futures.reverse()
+            while futures:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("map did not finish within its timeout")
+                value = futures[-1].result(remaining)
+                futures.pop()
+                if chunked:
+                    yield from value
+                else:
+                    yield value
+        finally:
+            for future in futures:
+                future.cancel()
+            if bar is not None:
+                bar.close()
+
+    def broadcast(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> list[Any]:
+        """Run ``fn(*args, **kwargs)`` once on every engine; results in engine order."""
+        content, buffers = serialize.pack_apply(fn, args, kwargs)
+        futures = [
+            self._submit_message("apply_request", content, buffers, Job(target=e.id))
+            for e in self.engines
+            if e.state not in ("dead", "stopped")
+        ]
+        return [future.result() for future in futures]
+
+    def push(self, values: dict[str, Any]) -> None:
+        """Set these names in every engine's namespace."""
+        self.broadcast(remote.push, dict(values))
+
+    def pull(self, names: str | Iterable[str]) -> list[Any]:
+        """Read a name (or a list of names) from every engine's namespace, in engine order."""
+        return self.broadcast(remote.pull, names if isinstance(names, str) else list(names))
+
+    def execute(self, code: str) -> list[TaskFuture]:
+        """Run ``code`` as a cell on every engine; return the finished futures (``stdout`` ...).
+
+        Raises :class:`RemoteError` for the first engine where the code failed.
+        """
+        content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
+        futures = [
+            self._submit_message("execute_request", content, [], Job(target=e.id))
+            for e in self.engines
+            if e.state not in ("dead", "stopped")
+        ]
+        for future in futures:
+            future.result()
+        return futures
+
+    def clear(self) -> None:
+        """Reset every engine's namespace (and re-run its start-up code)."""
+
+        async def clear_all() -> list[dict[str, Any]]:
+            waiters = [
+                self._request(e, "control", "clear_request", {})
+                for e in self._engines.values()
+                if e.client is not None
+            ]
+            return await asyncio.wait_for(asyncio.gather(*waiters), CONTROL_TIMEOUT)
+
+        for reply in self._run(clear_all(), timeout=CONTROL_TIMEOUT + 5):
+            content = reply["content"]
+            if content.get("status") != "ok":
+                raise RemoteError(
+                    content.get("ename", "Error"),
+                    content.get("evalue", ""),
+                    content.get("traceback", []),
+                )
+
+    # ------------------------------------------------------------------ shutdown
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks; optionally cancel the pending ones; stop owned engines.
+
+        Kernels attached with :meth:`connect` are left running.
+        """
+        if self._closed and not self._thread.is_alive():
+            return
+        self._closed = True
+        if cancel_futures:
+            for future in list(self._futures):
+                if not future.done():
+                    future.cancel()
+        if wait:
+            concurrent.futures.wait([f for f in list(self._futures) if not f.done()])
+        self._teardown()
+
+    def _teardown(self) -> None:
+        self._closed = True
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._stop_engines(), self._loop).result(60)
+            _stop_loop(self._loop, self._thread)
+        self._stderr_dir.cleanup()
+
+    async def _stop_engines(self) -> None:
+        async def stop(engine: _EngineState) -> None:
+            if engine.watcher is not None:
+                engine.watcher.cancel()
+            if engine.client is not None:
+                engine.client.close()
+                engine.client = None
+            if engine.manager is not None and engine.state != "stopped":
+                try:
+                    await asyncio.wait_for(engine.manager.shutdown_kernel(now=False), 15)
+                except Exception:
+                    await engine.manager.shutdown_kernel(now=True)
+            engine.state = "stopped"
+
+        await asyncio.gather(*(stop(e) for e in self._engines.values()), return_exceptions=True)
+        for task in list(self._tasks.values()) + list(self._queued_tasks()):
+            self._resolve(task, error=EngineDied("the pool was shut down"))
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{e.id}:{e.state}" for e in self.engines)
+        return f"<Pool of {len(self._engines)} engines ({states})>"
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    if thread.is_alive():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def _check_kernel_name(kernel_name: str) -> None:
+    try:
+        KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        available = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
+        raise ValueError(f"no kernelspec named {kernel_name!r}; available: {available}") from None
+
+
+_line_start: dict[tuple[int, str], bool] = {}
+
+
+def _forward(engine_id: int, name: str | None, text: str) -> None:
+    """Print engine output here, each line prefixed with its engine id."""
+    stream = sys.stderr if name == "stderr" else sys.stdout
+    prefix = f"[engine {engine_id}] "
+    key = (engine_id, name or "stdout")
+    out = []
+    for line in text.splitlines(keepends=True):
+        if _line_start.get(key, True):
+            out.append(prefix)
+        out.append(line)
+        _line_start[key] = line.endswith("\n")
+    stream.write("".join(out))
+    stream.flush()

@@ -1,0 +1,184 @@
+"""Choosing engines for tasks: load, targets, dependencies, blacklists.  No I/O.
+
+The pool owns the sockets and the event loop; this module decides.  Each
+call says what to do next and the pool does it, so the rules can be tested
+without engines.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import DependencyError
+
+
+@dataclass(eq=False)
+class Dependency:
+    """Futures a task depends on, and which outcomes count.
+
+    ``all=True`` waits for every future, ``all=False`` for any one;
+    ``success`` and ``failure`` say which outcomes satisfy the dependency
+    (by default only success).  Passed as ``after=`` it orders tasks in
+    time; as ``follow=`` it also places the task on the engine where those
+    futures ran.
+    """
+
+    futures: list[Any]
+    all: bool = True
+    success: bool = True
+    failure: bool = False
+
+    def __post_init__(self) -> None:
+        self.futures = list(self.futures)
+        if not (self.success or self.failure):
+            raise ValueError("a dependency must accept success, failure or both")
+
+    @classmethod
+    def coerce(cls, value: Dependency | Iterable[Any] | Any | None) -> Dependency | None:
+        """Accept a Dependency, a future, or an iterable of futures."""
+        if value is None or isinstance(value, Dependency):
+            return value
+        if hasattr(value, "done") and hasattr(value, "result"):
+            return cls([value])
+        return cls(list(value))
+
+    def _counts(self, future: Any) -> bool:
+        failed = future.cancelled() or future.exception() is not None
+        return self.failure if failed else self.success
+
+    def state(self) -> str:
+        """``"met"``, ``"waiting"`` or ``"impossible"``."""
+        if not self.futures:
+            return "met"
+        done = [f for f in self.futures if f.done()]
+        good = [f for f in done if self._counts(f)]
+        if self.all:
+            if len(good) < len(done):
+                return "impossible"
+            return "met" if len(done) == len(self.futures) else "waiting"
+        if good:
+            return "met"
+        return "impossible" if len(done) == len(self.futures) else "waiting"
+
+
+@dataclass(eq=False)
+class EngineSlot:
+    """The scheduler's view of one engine."""
+
+    engine_id: int
+    hwm: int
+    available: bool = True
+    outstanding: int = 0
+    last_used: int = 0
+
+
+@dataclass(eq=False)
+class Job:
+    """The scheduler's view of one task."""
+
+    target: int | None = None
+    after: Dependency | None = None
+    follow: Dependency | None = None
+    blacklist: set[int] = field(default_factory=set)
+    task: Any = None
+
+
+class Scheduler:
+    """Least-loaded placement with a high-water mark of outstanding tasks per engine."""
+
+    def __init__(self) -> None:
+        self.engines: dict[int, EngineSlot] = {}
+        self.queue: deque[Job] = deque()
+        self._clock = itertools.count(1)
+
+    def add_engine(self, engine_id: int, hwm: int) -> None:
+        self.engines[engine_id] = EngineSlot(engine_id, hwm)
+
+    def set_available(self, engine_id: int, available: bool) -> None:
+        self.engines[engine_id].available = available
+
+    def finished(self, engine_id: int) -> None:
+        """A task on ``engine_id`` got its reply (or was lost)."""
+        slot = self.engines[engine_id]
+        slot.outstanding = max(0, slot.outstanding - 1)
+
+    def forget_outstanding(self, engine_id: int) -> None:
+        """The engine died: none of its tasks are outstanding any more."""
+        self.engines[engine_id].outstanding = 0
+
+    def eligible(self, job: Job) -> set[int]:
+        """Engines that may ever run ``job`` (ignoring load), given targets and blacklist."""
+        candidates = set(self.engines)
+        if job.target is not None:
+            candidates &= {job.target}
+        if job.follow is not None and job.follow.state() == "met":
+            places = {f.engine_id for f in job.follow.futures if f.engine_id is not None}
+            if job.follow.all and len(places) > 1:
+                return set()
+            candidates &= places
+        return candidates - job.blacklist
+
+    def check(self, job: Job) -> str | None:
+        """Why ``job`` can never run, or ``None``."""
+        for name, dependency in (("after", job.after), ("follow", job.follow)):
+            if dependency is not None and dependency.state() == "impossible":
+                return f"its {name} dependency can no longer be met"
+        if job.target is not None and job.target not in self.engines:
+            return f"there is no engine {job.target}"
+        ready = all(d is None or d.state() == "met" for d in (job.after, job.follow))
+        if ready and not self.eligible(job):
+            if job.follow is not None and job.follow.all:
+                places = {f.engine_id for f in job.follow.futures}
+                if len(places) > 1:
+                    return f"follow=all needs one engine, but its futures ran on {sorted(places)}"
+            return "no engine is eligible to run it"
+        return None
+
+    def assignments(self) -> Iterator[tuple[Job, int]]:
+        """Yield ``(job, engine_id)`` for every queued job that can start now, in order.
+
+        Jobs whose dependencies are impossible are yielded with engine ``-1``;
+        the caller fails them.
+        """
+        waiting: deque[Job] = deque()
+        while self.queue:
+            job = self.queue.popleft()
+            if self.check(job) is not None:
+                yield job, -1
+                continue
+            if any(d is not None and d.state() != "met" for d in (job.after, job.follow)):
+                waiting.append(job)
+                continue
+            engine_id = self._pick(job)
+            if engine_id is None:
+                waiting.append(job)
+                if job.target is None and job.follow is None and not job.blacklist:
+                    # later untargeted jobs could not do better: keep submission order
+                    waiting.extend(self.queue)
+                    self.queue.clear()
+                continue
+            slot = self.engines[engine_id]
+            slot.outstanding += 1
+            slot.last_used = next(self._clock)
+            yield job, engine_id
+        self.queue = waiting
+
+    def _pick(self, job: Job) -> int | None:
+        best: EngineSlot | None = None
+        for engine_id in self.eligible(job):
+            slot = self.engines[engine_id]
+            if not slot.available or slot.outstanding >= slot.hwm:
+                continue
+            if best is None or (slot.outstanding, slot.last_used) < (
+                best.outstanding,
+                best.last_used,
+            ):
+                best = slot
+        return None if best is None else best.engine_id
+
+    def reason(self, job: Job) -> DependencyError:
+        return DependencyError(f"the task cannot run: {self.check(job)}")

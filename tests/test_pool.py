@@ -1,0 +1,321 @@
+"""The Pool against real engines: futures, map, broadcast, cancel, interrupt, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import time
+
+import numpy as np
+import pytest
+from jupyter_client import BlockingKernelClient
+
+import parallel_kernel
+from parallel_kernel import (
+    Dependency,
+    DependencyError,
+    Pool,
+    RemoteError,
+    TaskInterrupted,
+    TaskTimeout,
+    require,
+    serialize,
+)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with Pool(2) as pool:
+        yield pool
+
+
+def started_marker(seconds: float) -> str:
+    """A task that says when it started, then sleeps."""
+    print("started", flush=True)
+    time.sleep(seconds)
+    return "slept"
+
+
+def wait_started(future, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while "started" not in future.stdout:
+        assert time.monotonic() < deadline, "the task did not start"
+        time.sleep(0.01)
+
+
+def test_submit_returns_a_concurrent_future_with_what_the_engine_sent(pool: Pool) -> None:
+    def work(x):
+        import sys
+
+        from IPython.display import HTML, display
+
+        print("out", x)
+        print("err", x, file=sys.stderr)
+        display(HTML("<i>rich</i>"))
+        return x * 2
+
+    future = pool.submit(work, 21)
+    assert isinstance(future, concurrent.futures.Future)
+    assert future.result(timeout=30) == 42
+    assert future.stdout == "out 21\n"
+    assert future.stderr == "err 21\n"
+    assert future.outputs[0]["data"]["text/html"] == "<i>rich</i>"
+    assert future.engine_id in (0, 1)
+    assert future.metadata["engine_id"] == future.engine_id
+    assert future.metadata["started"] <= future.metadata["completed"]
+
+
+def test_futures_work_with_wait_as_completed_and_asyncio(pool: Pool) -> None:
+    futures = [pool.submit(pow, 2, i) for i in range(20)]
+    _, not_done = concurrent.futures.wait(futures, timeout=30)
+    assert not not_done
+    assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == [
+        2**i for i in range(20)
+    ]
+
+    async def main():
+        return await asyncio.gather(pool.submit(pow, 3, 2), pool.submit(pow, 3, 3))
+
+    assert asyncio.run(main()) == [9, 27]
+
+
+def test_map_gives_every_result_in_order(pool: Pool) -> None:
+    expected = [i * i for i in range(1000)]
+    assert list(pool.map(lambda x: x * x, range(1000))) == expected
+    assert list(pool.map(lambda x: x * x, range(1000), chunksize=1)) == expected
+    assert list(pool.map(lambda x, y: x + y, range(5), range(10, 15), chunksize=2)) == [
+        10,
+        12,
+        14,
+        16,
+        18,
+    ]
+    assert list(pool.map(abs, [])) == []
+
+
+def test_map_uses_the_engine_namespace_and_batches(pool: Pool) -> None:
+    pool.push({"offset": 1000})
+    results = list(pool.map(lambda x: x + offset, range(100)))  # noqa: F821
+    assert results == [x + 1000 for x in range(100)]
+
+
+def test_map_timeout_and_errors(pool: Pool) -> None:
+    with pytest.raises(TimeoutError):
+        list(pool.map(time.sleep, [0.1, 5], chunksize=1, timeout=1))
+
+    def fail_on_three(x):
+        if x == 3:
+            raise ValueError(f"bad item {x}")
+        return x
+
+    results = pool.map(fail_on_three, range(6), chunksize=1)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(RemoteError) as info:
+        next(results)
+    assert info.value.ename == "ValueError"
+    assert isinstance(info.value.original, ValueError)
+    assert str(info.value.original) == "bad item 3"
+
+
+def test_remote_errors_show_the_remote_traceback(pool: Pool) -> None:
+    def inner():
+        raise KeyError("missing")
+
+    def outer():
+        inner()
+
+    with pytest.raises(RemoteError) as info:
+        pool.submit(outer).result(timeout=30)
+    error = info.value
+    assert isinstance(error, parallel_kernel.ParallelError)
+    assert error.ename == "KeyError"
+    assert error.engine_id in (0, 1)
+    text = str(error)
+    assert text.startswith("KeyError: 'missing' (raised on engine")
+    assert "outer" in text
+    assert "inner" in text
+    assert "\x1b[" not in text
+    assert isinstance(error.original, KeyError)
+
+
+def test_unpicklable_input_fails_at_submit_and_nothing_is_sent(pool: Pool) -> None:
+    import threading
+
+    before = [e.outstanding for e in pool.engines]
+    with pytest.raises(serialize.SerializationError, match="the arguments"):
+        pool.submit(print, threading.Lock())
+    assert [e.outstanding for e in pool.engines] == before
+
+
+def test_targeting_broadcast_push_pull_execute(pool: Pool) -> None:
+    assert [pool.submit(os.getpid, engine=i).result(30) for i in (0, 1)] == pool.broadcast(
+        os.getpid
+    )
+    pool.push({"shared_name": "pushed"})
+    assert pool.pull("shared_name") == ["pushed", "pushed"]
+    assert pool.pull(["shared_name"]) == [["pushed"], ["pushed"]]
+    futures = pool.execute("executed = 6 * 7\nprint(executed)")
+    assert [f.stdout for f in futures] == ["42\n", "42\n"]
+    assert pool.pull("executed") == [42, 42]
+    with pytest.raises(RemoteError, match="NameError"):
+        pool.execute("undefined_name_here")
+
+
+def test_clear_resets_every_engine(pool: Pool) -> None:
+    pool.push({"to_be_cleared": 1})
+    pool.clear()
+    assert pool.broadcast(lambda: "to_be_cleared" in globals()) == [False, False]
+
+
+def test_engines_expose_connection_files_to_inspect_the_namespace(pool: Pool) -> None:
+    pool.submit(lambda: globals().update(left_by_task="look here"), engine=0).result(30)
+    engine = pool.engines[0]
+    assert engine.id == 0
+    assert engine.owned is True
+    assert engine.state in ("idle", "busy")
+    client = BlockingKernelClient(connection_file=engine.connection_file)
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        reply = client.execute_interactive("left_by_task", timeout=30, output_hook=lambda m: None)
+        assert reply["content"]["status"] == "ok"
+        content, buffers = serialize.pack_apply(lambda: left_by_task, ())  # noqa: F821
+        msg = client.session.msg("apply_request", content)
+        msg["buffers"] = buffers
+        client.shell_channel.send(msg)
+        while True:
+            reply = client.get_shell_msg(timeout=30)
+            if reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]:
+                break
+        assert serialize.unpack_result(reply["content"], reply["buffers"]) == "look here"
+    finally:
+        client.stop_channels()
+
+
+def test_cancel_a_task_queued_at_an_engine_and_it_never_runs(pool: Pool) -> None:
+    pool.broadcast(lambda: globals().update(side_effects=[]))
+    busy = pool.submit(started_marker, 1.5, engine=0)
+    queued = pool.submit(lambda: side_effects.append("ran"), engine=0)  # noqa: F821
+    wait_started(busy)
+    assert queued.msg_id is not None  # sent: it waits in the engine's queue
+    assert queued.cancel() is True
+    assert queued.cancelled()
+    assert busy.result(timeout=30) == "slept"
+    assert pool.submit(lambda: list(side_effects), engine=0).result(30) == []  # noqa: F821
+
+
+def test_cancel_a_task_not_sent_yet(pool: Pool) -> None:
+    blockers = [pool.submit(started_marker, 1.0, engine=1) for _ in range(pool.hwm)]
+    waiting = pool.submit(lambda: "never", engine=1)
+    time.sleep(0.2)
+    assert waiting.msg_id is None
+    assert waiting.cancel() is True
+    assert [b.result(30) for b in blockers] == ["slept"] * pool.hwm
+    assert waiting.cancelled()
+
+
+def test_cancel_after_the_task_started_returns_false(pool: Pool) -> None:
+    running = pool.submit(started_marker, 0.5)
+    wait_started(running)
+    assert running.cancel() is False
+    assert running.result(timeout=30) == "slept"
+
+
+def test_interrupt_a_running_task(pool: Pool) -> None:
+    future = pool.submit(started_marker, 30)
+    wait_started(future)
+    assert future.interrupt() is True
+    with pytest.raises(TaskInterrupted) as info:
+        future.result(timeout=10)
+    assert info.value.ename == "KeyboardInterrupt"
+    assert pool.submit(lambda: "usable", engine=future.engine_id).result(30) == "usable"
+
+
+def test_timeout_interrupts_a_task_that_runs_too_long(pool: Pool) -> None:
+    t0 = time.monotonic()
+    future = pool.submit(time.sleep, 30, timeout=1)
+    with pytest.raises(TaskTimeout) as info:
+        future.result(timeout=15)
+    assert isinstance(info.value, TimeoutError)
+    assert time.monotonic() - t0 < 10
+    assert pool.submit(lambda: "usable", engine=future.engine_id).result(30) == "usable"
+    assert pool.submit(time.sleep, 0.1, timeout=5).result(30) is None
+
+
+def test_after_and_follow(pool: Pool) -> None:
+    first = pool.submit(started_marker, 0.5, engine=1)
+    follower = pool.submit(lambda: "beside", follow=[first])
+    later = pool.submit(time.time, after=[first])
+    assert follower.result(30) == "beside"
+    assert follower.engine_id == first.engine_id == 1
+    assert later.result(30) >= time.time() - 60
+    assert later.metadata["started"] >= first.metadata["completed"]
+
+
+def test_impossible_dependencies_fail_fast(pool: Pool) -> None:
+    failed = pool.submit(lambda: 1 / 0)
+    with pytest.raises(RemoteError):
+        failed.result(30)
+    dependent = pool.submit(lambda: "never", after=[failed])
+    with pytest.raises(DependencyError, match="after dependency can no longer be met"):
+        dependent.result(10)
+    tolerant = pool.submit(lambda: "runs", after=Dependency([failed], failure=True))
+    assert tolerant.result(30) == "runs"
+    a = pool.submit(lambda: 0, engine=0)
+    b = pool.submit(lambda: 1, engine=1)
+    both = pool.submit(lambda: "never", follow=[a, b])
+    with pytest.raises(DependencyError, match="follow=all needs one engine"):
+        both.result(30)
+    with pytest.raises(DependencyError, match="no engine 7"):
+        pool.submit(abs, 1, engine=7).result(10)
+
+
+def test_require_runs_where_the_module_imports(pool: Pool, tmp_path) -> None:
+    (tmp_path / "only_on_engine_one.py").write_text("VALUE = 'here'\n")
+    pool.submit(lambda p: __import__("sys").path.insert(0, p), str(tmp_path), engine=1).result(30)
+
+    @require("only_on_engine_one")
+    def task():
+        import only_on_engine_one
+
+        return only_on_engine_one.VALUE
+
+    futures = [pool.submit(task) for _ in range(4)]
+    assert [f.result(30) for f in futures] == ["here"] * 4
+    assert {f.engine_id for f in futures} == {1}
+
+    @require("no_such_module_anywhere")
+    def impossible():
+        return "never"
+
+    with pytest.raises(DependencyError, match="no engine is eligible"):
+        pool.submit(impossible).result(30)
+
+
+def test_progress_bars(pool: Pool, capsys) -> None:
+    assert list(pool.map(abs, range(-50, 0), progress=True)) == list(range(50, 0, -1))
+    futures = [pool.submit(abs, -i) for i in range(10)]
+    done, _ = parallel_kernel.wait(futures, progress={"desc": "waiting"})
+    assert len(done) == 10
+    err = capsys.readouterr().err
+    assert "map: 100%" in err
+    assert "waiting: 100%" in err
+    assert "50/50" in err
+
+
+def test_large_arrays_round_trip(pool: Pool) -> None:
+    array = np.arange(10_000_000, dtype=np.float64)
+    result = pool.submit(lambda a: a * 2, array).result(timeout=60)
+    np.testing.assert_array_equal(result, array * 2)
+    assert result.flags.owndata is False  # a view of the received frame
+
+
+def test_wrong_kernel_name_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match=r"no kernelspec named 'nope'; available: .*parallel"):
+        Pool(1, kernel_name="nope")
+
+
+def test_hwm_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="hwm"):
+        Pool(1, hwm=0)
