@@ -134,6 +134,7 @@ class _EngineState:
         self.inflight: dict[str, _Task] = {}
         self.running: str | None = None
         self.stderr_path: Path | None = None
+        self.stderr: Any = None
         self.iopub_seen = asyncio.Event()
         self.watcher: asyncio.Task[None] | None = None
 
@@ -265,8 +266,9 @@ class Pool(Executor):
             *ENGINE_ARGS,
             *self._extra_arguments,
         ]
-        with open(engine.stderr_path, "wb") as stderr:
-            await manager.start_kernel(extra_arguments=arguments, stderr=stderr)
+        # kept open for the engine's life: restarts reuse it, and its tail explains failures
+        engine.stderr = open(engine.stderr_path, "ab")  # noqa: SIM115
+        await manager.start_kernel(extra_arguments=arguments, stderr=engine.stderr)
         engine.connection_file = manager.connection_file
         await self._open(engine)
 
@@ -558,6 +560,7 @@ class Pool(Executor):
         task.job.task = task
         self._scheduler.queue.append(task.job)
         self._schedule()
+        self._fail_if_no_engines()
 
     def _requeue(self, task: _Task, avoid: int | None = None) -> None:
         """Put a task back in the queue, preferring engines other than ``avoid``."""
@@ -925,6 +928,8 @@ class Pool(Executor):
                 except Exception:
                     await engine.manager.shutdown_kernel(now=True)
             engine.state = "stopped"
+            if engine.stderr is not None:
+                engine.stderr.close()
 
         await asyncio.gather(*(stop(e) for e in self._engines.values()), return_exceptions=True)
         for task in list(self._tasks.values()) + list(self._queued_tasks()):
