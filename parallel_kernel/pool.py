@@ -152,7 +152,9 @@ class Pool(Executor):
     ``hwm`` is how many tasks may be outstanding at one engine (one running,
     the rest queued there so it never waits for the client between tasks).
     ``forward_output=True`` prints the engines' stdout and stderr here as it
-    arrives, each line prefixed with its engine id.
+    arrives, each line prefixed with its engine id.  ``transport_encryption``
+    (``"auto"``, ``"required"`` or ``"disabled"``) is passed to jupyter_client:
+    by default engines whose kernelspec supports CurveZMQ use it.
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class Pool(Executor):
         restart: bool = True,
         extra_arguments: list[str] | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
+        transport_encryption: str = "auto",
         _connection_files: list[str] | None = None,
     ) -> None:
         if hwm < 1:
@@ -180,6 +183,7 @@ class Pool(Executor):
         self.forward_output = forward_output
         self.restart = restart
         self.startup_timeout = startup_timeout
+        self.transport_encryption = transport_encryption
         self._extra_arguments = list(extra_arguments or [])
         self._scheduler = Scheduler()
         self._engines: dict[int, _EngineState] = {}
@@ -268,7 +272,11 @@ class Pool(Executor):
         ]
         # kept open for the engine's life: restarts reuse it, and its tail explains failures
         engine.stderr = open(engine.stderr_path, "ab")  # noqa: SIM115
-        await manager.start_kernel(extra_arguments=arguments, stderr=engine.stderr)
+        await manager.start_kernel(
+            extra_arguments=arguments,
+            stderr=engine.stderr,
+            transport_encryption=self.transport_encryption,
+        )
         engine.connection_file = manager.connection_file
         await self._open(engine)
 

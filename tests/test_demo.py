@@ -22,7 +22,9 @@ def test_demo_runs_a_parallel_job_on_two_engines() -> None:
     counted = sum(int(n.replace(",", "")) for *_, n in rows)
     assert f"total: {counted:,} primes" in out
     assert counted == 33_860  # primes below 400,000
-    assert "engine 0 ran 8 tasks" in out
-    assert "engine 1 ran 8 tasks" in out
-    assert "error: ValueError: this task fails on purpose" in out
+    assert "tasks: 100%" in out
+    assert out.count("total: 33,860 primes") == 2
+    assert "engine 0 ran 16 tasks" in out
+    assert "engine 1 ran 16 tasks" in out
+    assert "RemoteError: ValueError: this task fails on purpose" in out
     assert "next task: 25 primes" in out
