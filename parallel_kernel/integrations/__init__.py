@@ -1,0 +1,1 @@
+"""Adapters that let other libraries run their work on parallel kernels."""
