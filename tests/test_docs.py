@@ -1,0 +1,42 @@
+"""Every Python example in the user guide runs as a script and prints what it says."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "pool.md"
+EXAMPLES = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
+
+
+def expected_output(source: str) -> list[str]:
+    """The values the example's comments promise, in order (``print(x)  # value``)."""
+    return [
+        m.group(1).strip()
+        for line in source.splitlines()
+        if "print(" in line
+        and (m := re.search(r"#\s*(.+)$", line))
+        and not m.group(1).startswith(("True:", "noqa"))
+    ]
+
+
+@pytest.mark.parametrize("source", EXAMPLES, ids=[f"example-{i}" for i in range(len(EXAMPLES))])
+def test_guide_example(source: str, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(source)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for value in expected_output(source):
+        assert value in out, f"{value!r} not printed:\n{out}"
