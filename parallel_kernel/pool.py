@@ -571,8 +571,8 @@ class Pool(Executor):
         self._fail_if_no_engines()
 
     def _requeue(self, task: _Task, avoid: int | None = None) -> None:
-        """Put a task back in the queue, preferring engines other than ``avoid``."""
-        others = {e for e in self._engines if e != avoid} - task.job.blacklist
+        """Queue a task again, on an engine other than ``avoid`` when it may run elsewhere."""
+        others = self._scheduler.eligible(task.job) - {avoid}
         if avoid is not None and others:
             task.job.blacklist.add(avoid)
         task.engine_id = task.msg_id = task.reply = None
@@ -782,13 +782,15 @@ class Pool(Executor):
         timeout: float | None = None,
         chunksize: int | None = None,
         progress: bool | dict[str, Any] = False,
+        retries: int = 0,
     ) -> Iterator[Any]:
         """``Executor.map``: results in order, with small tasks batched into chunks.
 
         The iterables are consumed at once.  Without ``chunksize``, items are
         cut into about four chunks per engine.  ``timeout`` bounds the whole
         iteration, counted from this call.  ``progress`` shows a tqdm bar
-        (``True`` or a dict of tqdm options).
+        (``True`` or a dict of tqdm options).  ``retries`` reruns a chunk on
+        another engine if its engine dies, as for :meth:`submit`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         items = list(zip(*iterables, strict=False))
@@ -798,13 +800,13 @@ class Pool(Executor):
             raise ValueError(f"chunksize must be at least 1, got {chunksize}")
         if chunksize == 1:
             runner, frames = fn, serialize.pack(fn)
-            futures = [self._submit_packed(runner, args, frames) for args in items]
+            futures = [self._submit_packed(runner, args, frames, retries) for args in items]
             sizes = [1] * len(futures)
         else:
             runner = functools.partial(remote.run_chunk, fn)
             frames = serialize.pack(runner)
             chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
-            futures = [self._submit_packed(runner, (chunk,), frames) for chunk in chunks]
+            futures = [self._submit_packed(runner, (chunk,), frames, retries) for chunk in chunks]
             sizes = [len(chunk) for chunk in chunks]
         bar = _progress(len(items), progress, "map")
         if bar is not None:
@@ -818,9 +820,11 @@ class Pool(Executor):
                 future.add_done_callback(advance)
         return self._map_results(futures, chunksize > 1, deadline, bar)
 
-    def _submit_packed(self, fn: Any, args: tuple[Any, ...], frames: list[Any]) -> TaskFuture:
+    def _submit_packed(
+        self, fn: Any, args: tuple[Any, ...], frames: list[Any], retries: int
+    ) -> TaskFuture:
         content, buffers = serialize.pack_apply(fn, args, function_frames=frames)
-        return self._submit_message("apply_request", content, buffers, Job())
+        return self._submit_message("apply_request", content, buffers, Job(), retries=retries)
 
     @staticmethod
     def _map_results(

@@ -319,3 +319,27 @@ def test_wrong_kernel_name_lists_the_available_ones() -> None:
 def test_hwm_must_be_positive() -> None:
     with pytest.raises(ValueError, match="hwm"):
         Pool(1, hwm=0)
+
+
+def test_a_pool_inside_a_notebook() -> None:
+    """In a notebook a loop is already running; the pool's own loop thread does not care."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "parallel", "display_name": "x", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from parallel_kernel import Pool\n"
+            "pool = Pool(2)\n"
+            "results = list(pool.map(lambda x: x * 3, range(100), progress=True))\n"
+            "print(sum(results))"
+        ),
+        nbformat.v4.new_code_cell("await pool.submit(pow, 2, 10)"),
+        nbformat.v4.new_code_cell("pool.shutdown()\nprint(pool)"),
+    ]
+    NotebookClient(nb, timeout=120).execute()
+    printed = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.output_type == "stream")
+    assert "14850" in printed
+    assert nb.cells[1].outputs[0].data["text/plain"] == "1024"
+    assert "stopped" in nb.cells[2].outputs[0].text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
-from parallel_kernel import EngineDied, EngineStartError, Pool
+from parallel_kernel import EngineDied, EngineStartError, Pool, RemoteError, TaskInterrupted
 
 
 def slow_identity(x):
@@ -154,3 +155,77 @@ def test_shutdown_cancels_pending_futures_when_asked() -> None:
     assert all(f.cancelled() for f in waiting)
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(abs, 1)
+
+
+def test_kill_an_engine_mid_map_with_retries_gives_every_result() -> None:
+    with Pool(2) as pool:
+        victim = pool.submit(engine_pid, engine=1).result(30)
+        results = pool.map(slow_identity, range(200), chunksize=5, retries=1)
+        first = [next(results) for _ in range(20)]
+        os.kill(victim, signal.SIGKILL)
+        assert first + list(results) == list(range(200))
+
+
+@pytest.mark.parametrize(
+    "crash",
+    [
+        "import os; os._exit(3)",
+        "import ctypes; ctypes.string_at(0)",
+    ],
+    ids=["os._exit", "segfault"],
+)
+def test_crashing_engines_are_reported_and_restarted(crash: str) -> None:
+    with Pool(1) as pool:
+        future = pool.submit(exec, crash)
+        with pytest.raises(EngineDied, match="engine 0 died"):
+            future.result(timeout=30)
+        wait_for_state(pool, 0, "idle")
+        assert pool.submit(lambda: "back").result(30) == "back"
+
+
+def test_retry_on_error_reruns_a_failing_task_elsewhere() -> None:
+    with Pool(2) as pool:
+        pool.push({"fail_here": False})
+        pool.submit(lambda: globals().update(fail_here=True), engine=0).result(30)
+
+        def flaky():
+            if fail_here:  # noqa: F821
+                raise RuntimeError("this engine is bad")
+            return "ok"
+
+        futures = [pool.submit(flaky, retries=1, retry_on_error=True) for _ in range(6)]
+        assert [f.result(30) for f in futures] == ["ok"] * 6
+        assert {f.engine_id for f in futures} == {1}
+        with pytest.raises(RemoteError, match="this engine is bad"):
+            pool.submit(flaky, engine=0, retries=1, retry_on_error=True).result(30)
+
+
+def test_interrupt_every_engine() -> None:
+    with Pool(2) as pool:
+        futures = [pool.submit(time.sleep, 30, engine=i) for i in (0, 1)]
+        deadline = time.monotonic() + 10
+        while not all(e.state == "busy" for e in pool.engines):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pool.interrupt()
+        for future in futures:
+            with pytest.raises(TaskInterrupted):
+                future.result(timeout=15)
+
+
+def test_an_engine_started_by_hand_joins_a_pool(tmp_path: Path) -> None:
+    from jupyter_client.connect import write_connection_file
+
+    connection_file, _ = write_connection_file(str(tmp_path / "engine.json"), ip="127.0.0.1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "parallel_kernel", "kernel", "-f", connection_file],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with Pool.connect([connection_file]) as pool:
+            assert pool.submit(os.getpid).result(60) == process.pid
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait(10)
