@@ -61,6 +61,8 @@ def kernel_dict(
     spec = json.loads((resource_dir() / "kernel.json").read_text())
     spec["argv"] = [
         executable or sys.executable,
+        # as ipykernel's installer does: the debugger cannot see frozen modules
+        "-Xfrozen_modules=off",
         "-m",
         "parallel_kernel",
         "-f",

@@ -33,7 +33,14 @@ def test_installed_spec_is_found_with_no_further_step() -> None:
     assert {p.name for p in Path(spec.resource_dir).iterdir()} >= SPEC_FILES
     assert spec.display_name == "Python 3 (parallel)"
     assert spec.language == "python"
-    assert spec.argv == ["python", "-m", "parallel_kernel", "-f", "{connection_file}"]
+    assert spec.argv == [
+        "python",
+        "-Xfrozen_modules=off",
+        "-m",
+        "parallel_kernel",
+        "-f",
+        "{connection_file}",
+    ]
     assert spec.interrupt_mode == "signal"
     assert spec.metadata == {"debugger": True, "supported_encryption": ["curve"]}
 
@@ -81,7 +88,14 @@ def test_install_into_a_prefix_with_name_display_name_and_env(tmp_path: Path) ->
     assert f"Installed kernelspec parallel-test in {spec_dir}" in result.stdout
     assert {p.name for p in spec_dir.iterdir()} == SPEC_FILES
     spec = json.loads((spec_dir / "kernel.json").read_text())
-    assert spec["argv"] == [sys.executable, "-m", "parallel_kernel", "-f", "{connection_file}"]
+    assert spec["argv"] == [
+        sys.executable,
+        "-Xfrozen_modules=off",
+        "-m",
+        "parallel_kernel",
+        "-f",
+        "{connection_file}",
+    ]
     assert spec["display_name"] == "Parallel (test)"
     assert spec["env"] == {"PK_TEST_VAR": "hello", "PK_OTHER": "2"}
     assert spec["interrupt_mode"] == "signal"
