@@ -206,7 +206,7 @@ class Pool(Executor):
         except BaseException:
             self._teardown()
             raise
-        self._finalizer = weakref.finalize(self, _stop_loop, self._loop, self._thread)
+        self._finalizer = weakref.finalize(self, _abandon, self._loop, self._thread, self._engines)
 
     @classmethod
     def connect(cls, connection_files: Iterable[str | os.PathLike[str]], **options: Any) -> Pool:
@@ -300,6 +300,8 @@ class Pool(Executor):
         lost, so the engine counts as ready only once some IOPub message (the
         kernel's welcome, or the status of a kernel_info request) has arrived.
         """
+        if self._closed and engine.state == "restarting":
+            raise EngineStartError("the pool is shutting down")
         engine.iopub_seen = asyncio.Event()
         engine.client = EngineClient(kernel_client(engine.connection_file), self, heartbeat=True)
         engine.client.open()
@@ -364,7 +366,7 @@ class Pool(Executor):
         engine.running = None
         for task in lost:
             if task.reply is not None:
-                self._finish(task)
+                self._finish(task, task.msg_id)
                 continue
             self._tasks.pop(task.msg_id or "", None)
             if task.retries > 0 and not task.future.done():
@@ -387,6 +389,9 @@ class Pool(Executor):
                 await self._open(engine)
             except Exception as exc:
                 engine.state = "dead"
+                if engine.client is not None:
+                    engine.client.close()
+                    engine.client = None
                 self._loop.call_exception_handler(
                     {"message": f"engine {engine.id} could not be restarted", "exception": exc}
                 )
@@ -453,12 +458,11 @@ class Pool(Executor):
             engine.running = None
         self._scheduler.finished(engine.id)
         task.reply = msg
-        if task.timer is not None:
-            task.timer.cancel()
+        self._cancel_timer(task)
         if task.idle or msg["content"].get("status") == "aborted":
-            self._finish(task)
+            self._finish(task, msg_id)
         else:
-            self._loop.call_later(OUTPUT_GRACE, self._finish, task)
+            self._loop.call_later(OUTPUT_GRACE, self._finish, task, msg_id)
         self._schedule()
 
     def on_iopub(self, client: EngineClient, msg: dict[str, Any]) -> None:
@@ -475,7 +479,7 @@ class Pool(Executor):
                 engine.running = msg_id
                 engine.state = "busy"
                 if task.timeout is not None and task.timer is None:
-                    task.timer = self._loop.call_later(task.timeout, self._timed_out, task)
+                    task.timer = self._loop.call_later(task.timeout, self._timed_out, task, msg_id)
             elif state == "idle":
                 if engine.running == msg_id:
                     engine.running = None
@@ -483,8 +487,7 @@ class Pool(Executor):
                     engine.state = "idle"
                 if task is not None:
                     task.idle = True
-                    if task.reply is not None:
-                        self._finish(task)
+                    self._finish(task, msg_id)
             return
         if task is None:
             return
@@ -575,6 +578,7 @@ class Pool(Executor):
         others = self._scheduler.eligible(task.job) - {avoid}
         if avoid is not None and others:
             task.job.blacklist.add(avoid)
+        self._cancel_timer(task)
         task.engine_id = task.msg_id = task.reply = None
         task.idle = task.timed_out = False
         task.future.stdout = task.future.stderr = ""
@@ -610,12 +614,18 @@ class Pool(Executor):
             self._tasks[task.msg_id] = task
             engine.inflight[task.msg_id] = task
 
-    def _finish(self, task: _Task) -> None:
-        """Turn a task's reply into its future's outcome."""
-        if task.msg_id is None or self._tasks.pop(task.msg_id, None) is None:
+    def _finish(self, task: _Task, msg_id: str | None) -> None:
+        """Turn the reply to attempt ``msg_id`` of a task into its future's outcome.
+
+        Called when the reply and the output are both in, or when the output
+        grace period ends; a call about an earlier attempt (the task was since
+        retried) does nothing.
+        """
+        if msg_id is None or task.msg_id != msg_id or task.reply is None:
+            return
+        if self._tasks.pop(msg_id, None) is None:
             return
         msg = task.reply
-        assert msg is not None
         content = msg["content"]
         metadata = msg.get("metadata", {})
         task.future.metadata = metadata
@@ -637,9 +647,10 @@ class Pool(Executor):
                 self._resolve(task, error=TaskAborted("the engine aborted this task"))
             return
         if metadata.get("dependencies_met") is False:
-            self._requeue(task, avoid=task.engine_id)
-            if task.engine_id is not None:
-                task.job.blacklist.add(task.engine_id)
+            engine_id = task.engine_id
+            if engine_id is not None:
+                task.job.blacklist.add(engine_id)
+            self._requeue(task, avoid=engine_id)
             return
         if task.retry_on_error and task.retries > 0 and not task.timed_out:
             task.retries -= 1
@@ -669,9 +680,14 @@ class Pool(Executor):
         )
         return error
 
-    def _resolve(self, task: _Task, result: Any = None, error: BaseException | None = None):
+    @staticmethod
+    def _cancel_timer(task: _Task) -> None:
         if task.timer is not None:
             task.timer.cancel()
+            task.timer = None
+
+    def _resolve(self, task: _Task, result: Any = None, error: BaseException | None = None):
+        self._cancel_timer(task)
         future = task.future
         if future.done() or not future.set_running_or_notify_cancel():
             return
@@ -717,7 +733,7 @@ class Pool(Executor):
             return True
         task.cancel_requested = False
         if task.reply is not None:
-            self._finish(task)
+            self._finish(task, task.msg_id)
         return False
 
     def _interrupt_task(self, future: TaskFuture) -> bool:
@@ -741,20 +757,20 @@ class Pool(Executor):
                 self._request(engine, "control", "interrupt_request", {}), CONTROL_TIMEOUT
             )
 
-    def _timed_out(self, task: _Task) -> None:
+    def _timed_out(self, task: _Task, msg_id: str) -> None:
         task.timer = None
-        if task.reply is not None or task.engine_id is None:
+        if task.msg_id != msg_id or task.reply is not None or task.engine_id is None:
             return
         engine = self._engines[task.engine_id]
         if engine.running != task.msg_id:
             return
         task.timed_out = True
         self._spawn(self._interrupt_engine(engine))
-        self._loop.call_later(INTERRUPT_GRACE, self._give_up, task)
+        self._loop.call_later(INTERRUPT_GRACE, self._give_up, task, msg_id)
 
-    def _give_up(self, task: _Task) -> None:
+    def _give_up(self, task: _Task, msg_id: str) -> None:
         """The engine ignored the interrupt: fail the future; the engine's reply is dropped."""
-        if task.reply is None:
+        if task.msg_id == msg_id and task.reply is None:
             self._resolve(
                 task,
                 error=TaskTimeout(
@@ -910,6 +926,8 @@ class Pool(Executor):
         """
         if self._closed and not self._thread.is_alive():
             return
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("shutdown() blocks; it cannot be called from a pool callback")
         self._closed = True
         if cancel_futures:
             for future in list(self._futures):
@@ -943,6 +961,8 @@ class Pool(Executor):
             if engine.stderr is not None:
                 engine.stderr.close()
 
+        for task in list(self._tasks.values()):
+            self._finish(task, task.msg_id)
         await asyncio.gather(*(stop(e) for e in self._engines.values()), return_exceptions=True)
         for task in list(self._tasks.values()) + list(self._queued_tasks()):
             self._resolve(task, error=EngineDied("the pool was shut down"))
@@ -950,6 +970,24 @@ class Pool(Executor):
     def __repr__(self) -> str:
         states = ", ".join(f"{e.id}:{e.state}" for e in self.engines)
         return f"<Pool of {len(self._engines)} engines ({states})>"
+
+
+def _abandon(
+    loop: asyncio.AbstractEventLoop, thread: threading.Thread, engines: dict[int, _EngineState]
+) -> None:
+    """A pool dropped without shutdown: stop the engines it started, then its loop."""
+
+    async def stop_owned() -> None:
+        for engine in engines.values():
+            if engine.manager is not None and engine.state != "stopped":
+                with contextlib.suppress(Exception):
+                    await engine.manager.shutdown_kernel(now=True)
+                engine.state = "stopped"
+
+    if thread.is_alive():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(stop_owned(), loop).result(30)
+    _stop_loop(loop, thread)
 
 
 def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:

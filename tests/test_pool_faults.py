@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
-from parallel_kernel import EngineDied, EngineStartError, Pool, RemoteError, TaskInterrupted
+from parallel_kernel import (
+    EngineDied,
+    EngineStartError,
+    Pool,
+    RemoteError,
+    TaskInterrupted,
+    TaskTimeout,
+)
 
 
 def slow_identity(x):
@@ -229,3 +236,51 @@ def test_an_engine_started_by_hand_joins_a_pool(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_a_retried_task_gets_a_fresh_attempt_with_its_own_timeout() -> None:
+    with Pool(2) as pool:
+        pool.push({"attempts": 0})
+
+        def first_fails_then_sleeps():
+            global attempts
+            attempts += 1
+            print("attempt", flush=True)
+            if pool_first_attempt_marker():  # noqa: F821
+                raise RuntimeError("first attempt fails")
+            time.sleep(8)
+            return "finished without timeout"
+
+        pool.submit(
+            lambda: globals().update(pool_first_attempt_marker=lambda: True), engine=0
+        ).result(30)
+        pool.submit(
+            lambda: globals().update(pool_first_attempt_marker=lambda: False), engine=1
+        ).result(30)
+        future = pool.submit(
+            first_fails_then_sleeps, engine=None, retries=1, retry_on_error=True, timeout=1
+        )
+        with pytest.raises(TaskTimeout):
+            future.result(timeout=30)
+
+
+def test_engines_stop_when_the_client_exits_without_shutdown(tmp_path: Path) -> None:
+    script = tmp_path / "forgetful.py"
+    script.write_text(
+        "import os\n"
+        "from parallel_kernel import Pool\n"
+        "pool = Pool(1)\n"
+        "print(pool.submit(os.getpid).result(60), flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    )
+    pid = int(result.stdout.split()[-1])
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the engine outlived its client"
+        time.sleep(0.1)
