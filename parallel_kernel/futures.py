@@ -34,6 +34,7 @@ class TaskFuture(concurrent.futures.Future):
     def __init__(self, pool: Any) -> None:
         super().__init__()
         self._pool = pool
+        self._task: Any = None  # the pool's record of the request behind this future
         self.engine_id: int | None = None
         self.msg_id: str | None = None
         self.stdout = ""

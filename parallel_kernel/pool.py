@@ -188,7 +188,8 @@ class Pool(Executor):
         self._scheduler = Scheduler()
         self._engines: dict[int, _EngineState] = {}
         self._tasks: dict[str, _Task] = {}
-        self._requests: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # control and introspection requests awaiting a reply: msg_id -> (waiter, engine id)
+        self._requests: dict[str, tuple[asyncio.Future[dict[str, Any]], int]] = {}
         self._futures: weakref.WeakSet[TaskFuture] = weakref.WeakSet()
         self._closed = False
         self._background: set[asyncio.Future[Any]] = set()
@@ -374,10 +375,11 @@ class Pool(Executor):
                 self._requeue(task, avoid=engine.id)
             else:
                 self._resolve(task, error=EngineDied(f"engine {engine.id} died ({why})"))
-        for msg_id, waiter in list(self._requests.items()):
-            if getattr(waiter, "engine_id", None) == engine.id and not waiter.done():
-                waiter.set_exception(EngineDied(f"engine {engine.id} died ({why})"))
+        for msg_id, (waiter, engine_id) in list(self._requests.items()):
+            if engine_id == engine.id:
                 self._requests.pop(msg_id, None)
+                if not waiter.done():
+                    waiter.set_exception(EngineDied(f"engine {engine.id} died ({why})"))
         if engine.client is not None:
             engine.client.close()
             engine.client = None
@@ -438,14 +440,14 @@ class Pool(Executor):
         assert engine.client is not None
         msg_id = engine.client.send(channel, msg_type, content)
         waiter: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        waiter.engine_id = engine.id  # type: ignore[attr-defined]
-        self._requests[msg_id] = waiter
+        self._requests[msg_id] = (waiter, engine.id)
         return waiter
 
     def on_reply(self, client: EngineClient, channel: str, msg: dict[str, Any]) -> None:
         msg_id = msg["parent_header"].get("msg_id")
-        waiter = self._requests.pop(msg_id, None)
-        if waiter is not None:
+        request = self._requests.pop(msg_id, None)
+        if request is not None:
+            waiter = request[0]
             if not waiter.done():
                 waiter.set_result(msg)
             return
@@ -557,7 +559,7 @@ class Pool(Executor):
             raise ValueError(f"timeout must be positive, got {options['timeout']}")
         future = TaskFuture(self)
         task = _Task(future, msg_type, content, buffers, job, **options)
-        future._task = task  # type: ignore[attr-defined]
+        future._task = task
         self._futures.add(future)
         for dependency in (job.after, job.follow):
             for dep in dependency.futures if dependency else ():
@@ -700,7 +702,7 @@ class Pool(Executor):
 
     def _cancel(self, future: TaskFuture) -> bool:
         """Cancel a task for ``TaskFuture.cancel``: locally, or by aborting it at its engine."""
-        task: _Task = future._task  # type: ignore[attr-defined]
+        task: _Task = future._task
         if threading.current_thread() is self._thread:
             return self._cancel_queued(task)
         try:
@@ -737,7 +739,7 @@ class Pool(Executor):
         return False
 
     def _interrupt_task(self, future: TaskFuture) -> bool:
-        task: _Task = future._task  # type: ignore[attr-defined]
+        task: _Task = future._task
         return self._run(self._interrupt_if_running(task), timeout=CONTROL_TIMEOUT + 5)
 
     async def _interrupt_if_running(self, task: _Task) -> bool:
