@@ -50,27 +50,37 @@ def test_clear_on_shell_runs_in_queue_order(kernel: Driver) -> None:
     assert serialize.unpack_result(reply["content"], reply["buffers"]) == (False, False)
 
 
-def test_clear_on_control_waits_for_the_running_task(kernel: Driver) -> None:
-    def uses_namespace_across_a_sleep():
-        global marker
-        marker = "set"
-        print("busy task started", flush=True)
-        time.sleep(1.5)
-        return marker  # NameError if a clear ran in the middle
+def set_then_read_after_a_sleep(name):
+    """Set a global, sleep, read it back: a KeyError if a clear ran in the middle."""
+    globals()[name] = "set"
+    print("busy task started", flush=True)
+    time.sleep(1.5)
+    return globals()[name]
 
-    task = kernel.send_apply(uses_namespace_across_a_sleep)
+
+def clear_on_control_while_running(kernel: Driver, name: str, header=None) -> tuple[str, str]:
+    """Start the task above (optionally in a subshell), then send a clear on control."""
+    task = kernel.send_apply(set_then_read_after_a_sleep, name, _header=header)
     kernel.wait_for_output(task, "busy task started")
-    clear = kernel.send("clear_request", channel="control")
-    # control keeps serving while the clear waits for the task
-    t0 = time.monotonic()
-    assert kernel.control("abort_request", {"msg_ids": ["nothing"]})["content"]["status"] == "ok"
-    assert time.monotonic() - t0 < 1.0
+    return task, kernel.send("clear_request", channel="control")
+
+
+def assert_cleared_after_the_task(kernel: Driver, task: str, clear: str, name: str) -> None:
     task_reply = kernel.reply(task)
     assert task_reply["content"]["status"] == "ok", task_reply["content"]
     clear_reply = kernel.reply(clear, channel="control")
     assert clear_reply["content"] == {"status": "ok"}
     assert clear_reply["header"]["date"] >= task_reply["header"]["date"]
-    assert kernel.call(lambda: "marker" in globals()) is False
+    assert kernel.call(lambda n: n in globals(), name) is False
+
+
+def test_clear_on_control_waits_for_the_running_task(kernel: Driver) -> None:
+    task, clear = clear_on_control_while_running(kernel, "marker")
+    # control keeps serving while the clear waits for the task
+    t0 = time.monotonic()
+    assert kernel.control("abort_request", {"msg_ids": ["nothing"]})["content"]["status"] == "ok"
+    assert time.monotonic() - t0 < 1.0
+    assert_cleared_after_the_task(kernel, task, clear, "marker")
 
 
 @pytest.mark.kernel_args(["--ParallelKernel.exec_lines=['ok_line = 1', '1/0', 'after_bad = 2']"])
@@ -99,23 +109,9 @@ def test_clear_in_a_subshell_is_refused(kernel: Driver) -> None:
 
 def test_clear_waits_for_code_running_in_a_subshell(kernel: Driver) -> None:
     subshell = kernel.control("create_subshell_request")["content"]["subshell_id"]
-
-    def uses_namespace_across_a_sleep():
-        global in_subshell
-        in_subshell = "set"
-        print("busy task started", flush=True)
-        time.sleep(1.5)
-        return in_subshell
-
     try:
-        task = kernel.send_apply(uses_namespace_across_a_sleep, _header={"subshell_id": subshell})
-        kernel.wait_for_output(task, "busy task started")
-        clear = kernel.send("clear_request", channel="control")
-        task_reply = kernel.reply(task)
-        assert task_reply["content"]["status"] == "ok", task_reply["content"]
-        clear_reply = kernel.reply(clear, channel="control")
-        assert clear_reply["content"] == {"status": "ok"}
-        assert clear_reply["header"]["date"] >= task_reply["header"]["date"]
-        assert kernel.call(lambda: "in_subshell" in globals()) is False
+        header = {"subshell_id": subshell}
+        task, clear = clear_on_control_while_running(kernel, "in_subshell", header)
+        assert_cleared_after_the_task(kernel, task, clear, "in_subshell")
     finally:
         kernel.control("delete_subshell_request", {"subshell_id": subshell})
