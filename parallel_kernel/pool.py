@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import math
 import os
 import sys
@@ -54,6 +55,8 @@ INTERRUPT_GRACE = 5.0
 #: Seconds to wait for a control reply (abort, clear, interrupt).
 CONTROL_TIMEOUT = 30.0
 ENGINE_ARGS = ["--HistoryManager.hist_file=:memory:"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -315,12 +318,14 @@ class Pool(Executor):
                 if engine.manager is not None and not await engine.manager.is_alive():
                     reply.cancel()
                     raise EngineStartError(self._start_failure(engine, "its process exited"))
-                if time.monotonic() > deadline:
-                    reply.cancel()
-                    raise EngineStartError(
-                        self._start_failure(engine, f"no answer within {self.startup_timeout:g} s")
-                    )
+                self._check_start_deadline(engine, deadline, reply)
             info = reply.result()["content"]
+            log.debug(
+                "Engine %d answered kernel_info (IOPub seen: %s)",
+                engine.id,
+                engine.iopub_seen.is_set(),
+            )
+            self._check_start_deadline(engine, deadline, reply)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(engine.iopub_seen.wait(), 0.5)
         parallel = info.get("parallel")
@@ -333,6 +338,17 @@ class Pool(Executor):
         engine.state = "idle"
         self._scheduler.set_available(engine.id, True)
         self._schedule()
+
+    def _check_start_deadline(
+        self, engine: _EngineState, deadline: float, reply: asyncio.Future[Any]
+    ) -> None:
+        if time.monotonic() <= deadline:
+            return
+        reply.cancel()
+        what = "no answer" if not reply.done() else "no IOPub message"
+        raise EngineStartError(
+            self._start_failure(engine, f"{what} within {self.startup_timeout:g} s")
+        )
 
     def _start_failure(self, engine: _EngineState, why: str) -> str:
         message = f"engine {engine.id} (kernelspec {self.kernel_name!r}) failed to start: {why}"
@@ -360,6 +376,7 @@ class Pool(Executor):
         if engine.state not in ("idle", "busy"):
             return
         engine.state = "dead"
+        log.warning("Engine %d died (%s)", engine.id, why)
         self._scheduler.set_available(engine.id, False)
         self._scheduler.forget_outstanding(engine.id)
         lost = list(engine.inflight.values())
@@ -385,10 +402,12 @@ class Pool(Executor):
             engine.client = None
         if engine.manager is not None and self.restart and not self._closed:
             engine.state = "restarting"
+            started = time.monotonic()
             try:
                 await engine.manager.restart_kernel(now=True)
                 engine.connection_file = engine.manager.connection_file
                 await self._open(engine)
+                log.info("Engine %d restarted in %.2f s", engine.id, time.monotonic() - started)
             except Exception as exc:
                 engine.state = "dead"
                 if engine.client is not None:
@@ -458,6 +477,9 @@ class Pool(Executor):
         engine.inflight.pop(msg_id, None)
         if engine.running == msg_id:
             engine.running = None
+        # the task's idle status may have come first (IOPub and shell are not ordered)
+        if not engine.inflight and engine.state == "busy":
+            engine.state = "idle"
         self._scheduler.finished(engine.id)
         task.reply = msg
         self._cancel_timer(task)

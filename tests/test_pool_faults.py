@@ -37,7 +37,7 @@ def engine_pid() -> int:
 def wait_for_state(pool: Pool, engine_id: int, state: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while pool.engines[engine_id].state != state:
-        assert time.monotonic() < deadline, f"engine {engine_id} never became {state}"
+        assert time.monotonic() < deadline, f"engine {engine_id} never became {state}: {pool}"
         time.sleep(0.05)
 
 

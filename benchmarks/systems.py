@@ -1,0 +1,271 @@
+"""The systems under test, behind one small interface.
+
+Each system starts the same number of workers, runs the functions of
+:mod:`benchmarks.workloads` and hands back results; :mod:`benchmarks.suite`
+does the timing, so every system is measured by the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from typing import Any
+
+from .workloads import noop, worker_pid
+
+
+class System(ABC):
+    """One way of running Python functions on ``workers`` worker processes."""
+
+    #: Short name used on the command line and in the JSON file.
+    name: str
+    #: Human-readable label for the table and the plot.
+    label: str
+    #: Whether :meth:`map_many` exists (a batched map), besides single submits.
+    has_map = False
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the workers (returning as soon as the system says it can take work)."""
+
+    @abstractmethod
+    def submit(self, fn: Any, *args: Any) -> Any:
+        """Submit ``fn(*args)``; return a handle for :meth:`result`."""
+
+    @abstractmethod
+    def result(self, handle: Any) -> Any:
+        """Wait for a submitted task and return its result."""
+
+    def run_many(self, n: int) -> None:
+        """Submit ``n`` no-op tasks at once, then wait for all their results."""
+        handles = [self.submit(noop) for _ in range(n)]
+        for handle in handles:
+            self.result(handle)
+
+    def map_many(self, n: int) -> None:
+        """Run ``n`` no-op tasks through the system's map."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers (for memory readings)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the workers."""
+
+
+class ParallelKernelPool(System):
+    name = "parallel_kernel"
+    label = "parallel_kernel Pool"
+    has_map = True
+
+    def start(self) -> None:
+        from parallel_kernel import Pool
+
+        self.pool = Pool(self.workers)
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        return self.pool.submit(fn, *args)
+
+    def result(self, handle: Any) -> Any:
+        return handle.result(timeout=600)
+
+    def map_many(self, n: int) -> None:
+        for _ in self.pool.map(noop, range(n), timeout=600):
+            pass
+
+    def worker_pids(self) -> list[int]:
+        return [
+            self.pool.submit(worker_pid, engine=engine.id).result(60)
+            for engine in self.pool.engines
+        ]
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+class ProcessPool(System):
+    name = "processpool"
+    label = "ProcessPoolExecutor"
+    has_map = True
+
+    def start(self) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.executor = ProcessPoolExecutor(self.workers)
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        return self.executor.submit(fn, *args)
+
+    def result(self, handle: Any) -> Any:
+        return handle.result(timeout=600)
+
+    def map_many(self, n: int) -> None:
+        for _ in self.executor.map(noop, range(n), timeout=600):
+            pass
+
+    def worker_pids(self) -> list[int]:
+        return list(self.executor._processes)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+
+
+class Dask(System):
+    name = "dask"
+    label = "dask LocalCluster"
+    has_map = True
+
+    def start(self) -> None:
+        from distributed import Client, LocalCluster
+
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        self.cluster = LocalCluster(
+            n_workers=self.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+        self.client = Client(self.cluster)
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False)
+
+    def result(self, handle: Any) -> Any:
+        return handle.result(timeout=600)
+
+    def run_many(self, n: int) -> None:
+        self.client.gather([self.client.submit(noop, pure=False) for _ in range(n)])
+
+    def map_many(self, n: int) -> None:
+        self.client.gather(self.client.map(noop, range(n), pure=False))
+
+    def worker_pids(self) -> list[int]:
+        return list(self.client.run(worker_pid).values())
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+
+class _Ipyparallel(System):
+    def start(self) -> None:
+        import ipyparallel
+
+        self.cluster = ipyparallel.Cluster(n=self.workers, log_level=logging.ERROR)
+        self.client = self.cluster.start_and_connect_sync()
+        self.client.wait_for_engines(self.workers, timeout=120)
+
+    def result(self, handle: Any) -> Any:
+        return handle.get(timeout=600)
+
+    def worker_pids(self) -> list[int]:
+        return list(self.client[:].apply_sync(worker_pid))
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.stop_cluster_sync()
+
+
+class IpyparallelLoadBalanced(_Ipyparallel):
+    name = "ipyparallel-lb"
+    label = "ipyparallel load-balanced"
+
+    def start(self) -> None:
+        super().start()
+        self.view = self.client.load_balanced_view()
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        return self.view.apply_async(fn, *args)
+
+
+class IpyparallelDirect(_Ipyparallel):
+    name = "ipyparallel-direct"
+    label = "ipyparallel direct view"
+
+    def start(self) -> None:
+        super().start()
+        self.views = [self.client[i] for i in self.client.ids]
+        self.next = 0
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        """Round robin over single-engine direct views (engine 0 when tasks are sequential)."""
+        view = self.views[self.next % len(self.views)]
+        self.next += 1
+        return view.apply_async(fn, *args)
+
+    def run_many(self, n: int) -> None:
+        self.next = 0
+        super().run_many(n)
+        self.next = 0
+
+
+ECHO_SERVER = """
+import sys, zmq
+socket = zmq.Context().socket(zmq.ROUTER)
+port = socket.bind_to_random_port("tcp://127.0.0.1")
+print(port, flush=True)
+while True:
+    socket.send_multipart(socket.recv_multipart(copy=False), copy=False)
+"""
+
+
+class RawZmq(System):
+    """The floor: a DEALER/ROUTER echo between two processes, no signing, no pickling."""
+
+    name = "zmq"
+    label = "raw pyzmq echo (floor)"
+
+    def start(self) -> None:
+        import zmq
+
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True
+        )
+        port = int(self.server.stdout.readline())
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.connect(f"tcp://127.0.0.1:{port}")
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        if args:
+            self.socket.send(args[0], copy=False)
+        else:
+            self.socket.send(b"x" * 64)
+
+    def result(self, handle: Any) -> Any:
+        return self.socket.recv(copy=False)
+
+    def run_many(self, n: int) -> None:
+        for _ in range(n):
+            self.socket.send(b"x" * 64)
+        for _ in range(n):
+            self.socket.recv(copy=False)
+
+    def worker_pids(self) -> list[int]:
+        return [self.server.pid]
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self.context.term()
+        self.server.kill()
+        self.server.wait()
+
+
+SYSTEMS: dict[str, type[System]] = {
+    cls.name: cls
+    for cls in (
+        ParallelKernelPool,
+        ProcessPool,
+        IpyparallelLoadBalanced,
+        IpyparallelDirect,
+        Dask,
+        RawZmq,
+    )
+}
