@@ -10,6 +10,10 @@ socket's sends and receives together, which avoids the lost wake-ups of
 edge-triggered ZMQ file descriptors that mixing direct sends with pending
 receives can cause.)
 
+Engines that advertise a task channel (``kernel_info_reply["parallel"]["task_port"]``)
+get a fourth stream, ``task``, a DEALER on that port: apply requests go there,
+past the kernel's shell machinery (see :mod:`parallel_kernel.taskchannel`).
+
 Everything a message means for a task is passed to the ``Listener`` (the
 pool); this module only moves messages.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import zmq
 from jupyter_client import BlockingKernelClient
 from tornado.ioloop import IOLoop, PeriodicCallback
 from zmq.eventloop.zmqstream import ZMQStream
@@ -72,6 +77,27 @@ class EngineClient:
         if self._heartbeat:
             self._start_heartbeat(loop)
 
+    def connect_task(self, port: int) -> None:
+        """Open the ``task`` stream to the engine's task channel on ``port``."""
+        client = self.kernel_client
+        socket = client.context.socket(zmq.DEALER)
+        socket.linger = 1000
+        if client.curve_publickey is not None:
+            socket.curve_secretkey = client.curve_secretkey
+            socket.curve_publickey = client.curve_publickey
+            socket.curve_serverkey = client.curve_publickey
+        if client.transport == "tcp":
+            socket.connect(f"tcp://{client.ip}:{port}")
+        else:
+            socket.connect(f"{client.transport}://{client.ip}-{port}")
+        stream = ZMQStream(socket, IOLoop.current())
+        stream.on_recv(lambda frames: self._received("task", frames), False)
+        self._streams["task"] = stream
+
+    @property
+    def has_task_channel(self) -> bool:
+        return "task" in self._streams
+
     def close(self) -> None:
         """Stop reading and close the sockets; unsent requests are dropped."""
         if self._hb_timer is not None:
@@ -91,7 +117,7 @@ class EngineClient:
         buffers: list[Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> str:
-        """Send a request on ``shell`` or ``control``; return its msg_id."""
+        """Send a request on ``shell``, ``control`` or ``task``; return its msg_id."""
         stream = self._streams.get(channel)
         if stream is None or stream.closed():
             raise ConnectionError("the engine's sockets are closed")

@@ -36,6 +36,7 @@ from ._version import __version__
 from .aborts import AbortRecord
 from .namespace import NamespaceGate, bind_to_namespace, carried_names
 from .replies import HandlerTable, error_content, find_malformed, reply_type, send_tracked
+from .taskchannel import TaskChannel
 
 #: Reply metadata keys copied from the request when present (scheduler bookkeeping).
 ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")
@@ -43,6 +44,23 @@ ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 _MISSING = object()
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+class ApplyCall:
+    """One apply request between its call and its reply."""
+
+    __slots__ = ("error", "failure", "metadata", "name", "parent", "pending", "result")
+
+    def __init__(self, parent: dict[str, Any], metadata: dict[str, Any]) -> None:
+        self.parent = parent
+        self.metadata = metadata
+        self.name = "the function"
+        self.result: Any = None
+        self.error: ExcInfo | None = None
+        self.pending: Any = None
+        self.failure: BaseException | None = None
 
 
 class ParallelKernel(IPythonKernel):
@@ -69,6 +87,11 @@ class ParallelKernel(IPythonKernel):
         help="Most aborted msg_ids remembered before they arrive; the oldest are forgotten "
         "beyond this, so aborting ids that never arrive cannot grow memory without bound.",
     ).tag(config=True)
+
+    #: The task channel's socket and port, given by the application (none when embedded).
+    task_socket: Any = None
+    task_port: int | None = None
+    task_channel: TaskChannel | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -111,6 +134,8 @@ class ParallelKernel(IPythonKernel):
             "engine_id": self.engine_id,
             "engine_uuid": self.ident,
             "shell_requests": ["apply_request", "clear_request"],
+            "task_port": self.task_port,
+            "task_requests": ["apply_request"],
             "control_requests": ["abort_request", "clear_request"],
         }
         return info
@@ -137,8 +162,10 @@ class ParallelKernel(IPythonKernel):
     # ------------------------------------------------------------------ start-up
 
     def start(self) -> None:
-        """Start serving, after running the start-up code once."""
+        """Start serving (task channel included), after running the start-up code once."""
         super().start()
+        if self.task_socket is not None:
+            self.task_channel = TaskChannel(self, self.task_socket, self.task_port)
         self.run_startup_code()
 
     def run_startup_code(self) -> list[str]:
@@ -171,24 +198,61 @@ class ParallelKernel(IPythonKernel):
 
     async def apply_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
         """Run a serialized function in the user namespace and reply with its result."""
-        metadata = self.init_metadata(parent)
-        buffers: list[Any] = []
+        call = self.start_apply(parent)
+        if call.pending is not None:
+            call.result, call.error = await self._await_interruptibly(call.pending, call.name)
+        reply, buffers = self.finish_apply(call)
+        if not buffers:
+            self.session.send(stream, "apply_reply", ident=ident, **reply)
+            return
+        sent = send_tracked(
+            self.session, stream, "apply_reply", ident=ident, buffers=buffers, **reply
+        )
+        tracker = sent.get("tracker") if sent else None
+        if tracker is not None:
+            await self._wait_until_sent(tracker)
+
+    def start_apply(self, parent: dict[str, Any]) -> ApplyCall:
+        """Unpack an apply request and call its function (up to its first ``await``).
+
+        A function that returns an awaitable leaves it in ``pending`` for the
+        caller to await; everything else is finished here.
+        """
+        call = ApplyCall(parent, self.init_metadata(parent))
         try:
             f, args, kwargs = serialize.unpack_apply(parent["content"], parent["buffers"])
             if not callable(f):
                 raise TypeError(
                     f"apply_request: the function is not callable: {serialize.describe(f)}"
                 )
-            result, error = await self._call(f, args, kwargs)
-            self._restore_idle_sigint()
-            if error is not None:
-                reply_content = self._error_reply(*error)
-                buffers = self._pack_exception(error[1], reply_content)
+            call.name = _name(f)
+            call.result, call.error, call.pending = self._call(f, args, kwargs)
+        except BaseException as exc:
+            exc.__cause__ = None
+            exc.__suppress_context__ = True
+            call.failure = exc
+        return call
+
+    def finish_apply(self, call: ApplyCall) -> tuple[dict[str, Any], list[Any]]:
+        """Build the reply of a finished call: its keyword arguments for ``send``, and buffers.
+
+        Output is flushed first, so everything the task printed precedes its reply.
+        """
+        self._restore_idle_sigint()
+        buffers: list[Any] = []
+        try:
+            if call.failure is not None:
+                raise call.failure
+            if call.error is not None:
+                reply_content = self._error_reply(*call.error)
+                buffers = self._pack_exception(call.error[1], reply_content)
             else:
                 try:
-                    result_content, buffers = serialize.pack_result(result)
+                    result_content, buffers = serialize.pack_result(call.result)
                 except serialize.SerializationError as exc:
-                    raise serialize.SerializationError(f"the result of {_name(f)}: {exc}") from None
+                    raise serialize.SerializationError(
+                        f"the result of {call.name}: {exc}"
+                    ) from None
                 reply_content = {"status": "ok", **result_content}
         except BaseException as exc:
             self._restore_idle_sigint()
@@ -196,24 +260,19 @@ class ParallelKernel(IPythonKernel):
             exc.__suppress_context__ = True
             reply_content = self._error_reply(type(exc), exc, None)
             buffers = []
+        call.result = None
         self._flush_output()
-        metadata = self.finish_metadata(parent, metadata, reply_content)
-        reply = {"content": reply_content, "parent": parent, "ident": ident, "metadata": metadata}
-        if not buffers:
-            self.session.send(stream, "apply_reply", **reply)
-            return
-        sent = send_tracked(self.session, stream, "apply_reply", buffers=buffers, **reply)
-        tracker = sent.get("tracker") if sent else None
-        if tracker is not None:
-            await self._wait_until_sent(tracker)
+        metadata = self.finish_metadata(call.parent, call.metadata, reply_content)
+        return {"content": reply_content, "parent": call.parent, "metadata": metadata}, buffers
 
-    async def _call(
+    def _call(
         self, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, tuple[type[BaseException], BaseException, TracebackType | None] | None]:
-        """Call ``f`` in the user namespace; return ``(result, None)`` or ``(None, exc_info)``.
+    ) -> tuple[Any, ExcInfo | None, Any]:
+        """Call ``f`` in the user namespace: ``(result, exc_info, awaitable)``.
 
         The traceback in ``exc_info`` starts at the user's code: the frame of
-        this method is cut off.
+        this method is cut off.  An awaitable result is returned third, to be
+        awaited by the caller.
         """
         namespace = self.shell.user_ns
         f, carried = bind_to_namespace(f, namespace)
@@ -221,14 +280,12 @@ class ParallelKernel(IPythonKernel):
             try:
                 result = f(*args, **kwargs)
             except BaseException as exc:
-                return None, (type(exc), exc, exc.__traceback__.tb_next)
-            if inspect.isawaitable(result):
-                return await self._await_interruptibly(result, _name(f))
-            return result, None
+                return None, (type(exc), exc, exc.__traceback__.tb_next), None
+        if inspect.isawaitable(result):
+            return None, None, _awaited_with_names(result, namespace, carried)
+        return result, None, None
 
-    async def _await_interruptibly(
-        self, awaitable: Any, name: str
-    ) -> tuple[Any, tuple[type[BaseException], BaseException, TracebackType | None] | None]:
+    async def _await_interruptibly(self, awaitable: Any, name: str) -> tuple[Any, ExcInfo | None]:
         """Await a task's coroutine; an interrupt cancels it and reports KeyboardInterrupt.
 
         SIGINT while the event loop runs would otherwise raise inside the loop
@@ -252,7 +309,7 @@ class ParallelKernel(IPythonKernel):
             if interrupted and isinstance(exc, asyncio.CancelledError):
                 interrupt = KeyboardInterrupt(f"interrupted while awaiting {name}")
                 return None, (KeyboardInterrupt, interrupt, None)
-            return None, (type(exc), exc, exc.__traceback__.tb_next)
+            return None, (type(exc), exc, _user_frames(exc.__traceback__))
         finally:
             if previous is not None:
                 signal(SIGINT, previous)
@@ -315,9 +372,14 @@ class ParallelKernel(IPythonKernel):
 
     @staticmethod
     def _flush_output() -> None:
-        """Send pending stdout/stderr before the reply, so output precedes it."""
+        """Send pending stdout/stderr before the reply, so output precedes it.
+
+        A flush of ipykernel's ``OutStream`` is a blocking round trip to the
+        IOPub thread even when nothing was written (about 0.1 ms each), so a
+        stream whose buffers are empty is left alone.
+        """
         for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
+            if stream is not None and getattr(stream, "_buffers", True):
                 stream.flush()
 
     async def _wait_until_sent(self, tracker: Any) -> None:
@@ -533,6 +595,20 @@ class ParallelKernel(IPythonKernel):
         )
         self._publish_status("idle", channel, parent=parent)
         return True
+
+
+async def _awaited_with_names(awaitable: Any, namespace: dict[str, Any], carried: Any) -> Any:
+    """Await a task's coroutine with its carried names bound, as during its call."""
+    with carried_names(namespace, carried):
+        return await awaitable
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """Drop this module's frames from the start of a traceback of an awaited task."""
+    own = (ParallelKernel._await_interruptibly.__code__, _awaited_with_names.__code__)
+    while tb is not None and tb.tb_frame.f_code in own:
+        tb = tb.tb_next
+    return tb
 
 
 def _name(f: Any) -> str:

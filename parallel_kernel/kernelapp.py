@@ -7,8 +7,13 @@ every ``--IPKernelApp.*`` / ``--IPythonKernel.*`` option apply unchanged;
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import zmq
 from ipykernel.kernelapp import IPKernelApp
-from traitlets import Type
+from traitlets import Integer, Type
 
 from .kernel import ParallelKernel
 
@@ -23,6 +28,45 @@ class ParallelKernelApp(IPKernelApp):
         klass="ipykernel.kernelbase.Kernel",
         help="The kernel class to run; must be a ParallelKernel for the parallel features.",
     ).tag(config=True)
+
+    task_port = Integer(
+        0,
+        help="Port of the task channel (0 picks a free one); see parallel_kernel.taskchannel.",
+    ).tag(config=True)
+
+    def init_sockets(self) -> None:
+        """ipykernel's sockets, plus the task channel's ROUTER."""
+        super().init_sockets()
+        self.task_socket = self.context.socket(zmq.ROUTER)
+        self.task_socket.linger = 1000
+        self.task_socket.router_handover = 1
+        self._apply_curve_server_options(self.task_socket)
+        self.task_port = self._bind_socket(self.task_socket, self.task_port)
+        self.log.debug("task ROUTER Channel on port: %i", self.task_port)
+
+    def init_kernel(self) -> None:
+        super().init_kernel()
+        self.kernel.task_socket = self.task_socket
+        self.kernel.task_port = self.task_port
+
+    def close(self) -> None:
+        """Close the task channel, then ipykernel's sockets (the context waits for all)."""
+        channel = getattr(self.kernel, "task_channel", None) if self.kernel else None
+        if channel is not None:
+            channel.close()
+        socket = getattr(self, "task_socket", None)
+        if socket is not None and not socket.closed:
+            socket.close(linger=0)
+        super().close()
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        """ipykernel's connection file, plus ``task_port``."""
+        super().write_connection_file(**kwargs)
+        path = Path(self.abs_connection_file)
+        info = json.loads(path.read_text())
+        if info.get("task_port") != self.task_port:
+            info["task_port"] = self.task_port
+            path.write_text(json.dumps(info, indent=1))
 
 
 def launch(argv: list[str] | None = None) -> None:

@@ -81,6 +81,7 @@ class _Task:
     __slots__ = (
         "buffers",
         "cancel_requested",
+        "channel",
         "content",
         "engine_id",
         "future",
@@ -118,6 +119,7 @@ class _Task:
         self.engine_id: int | None = None
         self.msg_id: str | None = None
         self.reply: dict[str, Any] | None = None
+        self.channel = "shell"
         self.idle = False
         self.cancel_requested = False
         self.timed_out = False
@@ -335,6 +337,9 @@ class Pool(Executor):
                 "its kernel_info has no 'parallel' feature"
             )
         engine.uuid = parallel.get("engine_uuid")
+        task_port = parallel.get("task_port")
+        if isinstance(task_port, int) and task_port > 0:
+            engine.client.connect_task(task_port)
         engine.state = "idle"
         self._scheduler.set_available(engine.id, True)
         self._schedule()
@@ -483,6 +488,9 @@ class Pool(Executor):
         self._scheduler.finished(engine.id)
         task.reply = msg
         self._cancel_timer(task)
+        if channel == "task" and msg.get("metadata", {}).get("outputs") == 0:
+            task.idle = True
+        self._track_running(engine)
         if task.idle or msg["content"].get("status") == "aborted":
             self._finish(task, msg_id)
         else:
@@ -626,9 +634,14 @@ class Pool(Executor):
             engine = self._engines[engine_id]
             task.engine_id = engine_id
             task.future.engine_id = engine_id
+            task.channel = (
+                "task"
+                if task.msg_type == "apply_request" and engine.client.has_task_channel
+                else "shell"
+            )
             try:
                 task.msg_id = engine.client.send(
-                    "shell", task.msg_type, task.content, buffers=task.buffers
+                    task.channel, task.msg_type, task.content, buffers=task.buffers
                 )
             except Exception as exc:
                 self._scheduler.finished(engine_id)
@@ -637,6 +650,23 @@ class Pool(Executor):
             task.future.msg_id = task.msg_id
             self._tasks[task.msg_id] = task
             engine.inflight[task.msg_id] = task
+            self._track_running(engine)
+
+    def _track_running(self, engine: _EngineState) -> None:
+        """Task-channel tasks run in the order sent: the oldest unanswered one is running.
+
+        (The task channel publishes no ``busy`` status; shell requests are
+        tracked by theirs.)
+        """
+        if engine.running is not None or not engine.inflight:
+            return
+        task = next(iter(engine.inflight.values()))
+        if task.channel != "task":
+            return
+        engine.running = task.msg_id
+        engine.state = "busy"
+        if task.timeout is not None and task.timer is None:
+            task.timer = self._loop.call_later(task.timeout, self._timed_out, task, task.msg_id)
 
     def _finish(self, task: _Task, msg_id: str | None) -> None:
         """Turn the reply to attempt ``msg_id`` of a task into its future's outcome.

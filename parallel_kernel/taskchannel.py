@@ -1,0 +1,245 @@
+"""The task channel: a socket beside the shell that the main thread serves directly.
+
+A standard ``apply_request`` travels shell ROUTER → shell-channel thread →
+main thread → shell-channel thread, with ``busy``/``idle`` published through
+the IOPub thread and stdout/stderr flushed after every message: three Python
+threads per task.  The task channel is one more ROUTER socket, read by the
+main thread's own event loop, that accepts the same signed ``apply_request``
+messages and answers ``apply_reply`` on the same socket:
+
+* tasks never interleave with a cell: they run only while the main shell's
+  lock is free, and take it when they have to wait (async tasks, large
+  replies still being sent);
+* output is parented to the task's request as on the shell channel; no
+  ``busy``/``idle`` is published for a task that printed nothing, and a task
+  that did publish output gets an ``idle`` after it, so a client knows when
+  its output is complete (reply metadata ``outputs`` says how many messages);
+* aborts (``abort_request`` on control), interrupts and clears behave as for
+  shell requests.
+
+The port is advertised in ``kernel_info_reply["parallel"]["task_port"]`` and in
+the connection file (``task_port``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from .replies import error_content, find_malformed, reply_type
+
+if TYPE_CHECKING:
+    from .kernel import ParallelKernel
+
+#: Message types of the IOPub messages that count as a task's output.
+OUTPUT_TYPES = frozenset(
+    {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
+)
+
+
+class OutputCounter:
+    """Counts the output messages the kernel publishes for one request at a time.
+
+    It wraps ``session.send``, which every publisher of the kernel (stdout and
+    stderr streams, displays, errors) goes through.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self.watched: str | None = None
+        self.count = 0
+        send = session.send
+
+        def counting_send(
+            stream: Any,
+            msg_or_type: Any,
+            content: Any = None,
+            parent: Any = None,
+            *a: Any,
+            **kw: Any,
+        ) -> Any:
+            if self.watched is not None:
+                if isinstance(msg_or_type, dict):
+                    msg_type = msg_or_type.get("msg_type")
+                    header = msg_or_type.get("parent_header")
+                else:
+                    msg_type = msg_or_type
+                    header = parent.get("header", parent) if isinstance(parent, dict) else None
+                if (
+                    msg_type in OUTPUT_TYPES
+                    and isinstance(header, dict)
+                    and header.get("msg_id") == self.watched
+                ):
+                    self.count += 1
+            return send(stream, msg_or_type, content, parent, *a, **kw)
+
+        session.send = counting_send
+
+    def watch(self, msg_id: str) -> None:
+        self.watched = msg_id
+        self.count = 0
+
+    def stop(self) -> int:
+        self.watched = None
+        return self.count
+
+
+class TaskChannel:
+    """Serves ``apply_request`` on the task socket from the main thread's loop."""
+
+    def __init__(self, kernel: ParallelKernel, socket: zmq.Socket[Any], port: int) -> None:
+        self.kernel = kernel
+        self.socket = socket
+        self.port = port
+        self.session = kernel.session
+        self.outputs = OutputCounter(kernel.session)
+        self.queue: deque[list[Any]] = deque()
+        self.draining = False
+        self._drainer: asyncio.Future[None] | None = None
+        self.loop = kernel.io_loop.asyncio_loop
+        self.loop.add_reader(socket.getsockopt(zmq.FD), self._readable)
+
+    def close(self) -> None:
+        """Stop reading the socket (the application closes it)."""
+        if not self.socket.closed:
+            self.loop.remove_reader(self.socket.getsockopt(zmq.FD))
+
+    # The socket's file descriptor is edge-triggered: it signals that the
+    # socket's state may have changed, and is re-armed only by reading
+    # ZMQ_EVENTS.  Every path that sends or stops therefore reads the events
+    # (``_receive``) before it lets the loop sleep.
+
+    def _readable(self) -> None:
+        if not self.draining:
+            self._drain()
+
+    def _receive(self) -> None:
+        socket = self.socket
+        while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self.queue.append(socket.recv_multipart(zmq.NOBLOCK, copy=False))
+
+    def _drain(self) -> None:
+        """Run queued tasks right here while nothing else holds the main shell."""
+        self.draining = True
+        lock = self.kernel._main_asyncio_lock
+        while True:
+            self._receive()
+            if not self.queue:
+                self.draining = False
+                return
+            if lock.locked():
+                self._drainer = asyncio.ensure_future(self._drain_holding_lock())
+                return
+            waiting = self._serve_guarded(self.queue.popleft())
+            if waiting is not None:
+                self._drainer = asyncio.ensure_future(self._drain_holding_lock(waiting))
+                return
+
+    async def _drain_holding_lock(self, waiting: Any = None) -> None:
+        """Finish a task that has to wait, then keep draining, holding the main shell's lock."""
+        try:
+            async with self.kernel._main_asyncio_lock:
+                if waiting is not None:
+                    await waiting
+                while True:
+                    self._receive()
+                    if not self.queue:
+                        break
+                    waiting = self._serve_guarded(self.queue.popleft())
+                    if waiting is not None:
+                        await waiting
+        except Exception:
+            self.kernel.log.exception("Task channel failure")
+        finally:
+            self.draining = False
+        self._receive()
+        if self.queue:
+            self._drain()
+
+    def _serve_guarded(self, frames: list[Any]) -> Any:
+        try:
+            return self._serve(frames)
+        except BaseException:
+            # only an interrupt landing between the task's end and its reply gets here
+            self.outputs.stop()
+            self.kernel.log.exception("A task-channel request failed without a reply")
+            return None
+
+    def _serve(self, frames: list[Any]) -> Any:
+        """Answer one message; return an awaitable if the answer is not complete yet."""
+        kernel = self.kernel
+        try:
+            idents, parts = self.session.feed_identities(frames, copy=False)
+            msg = self.session.deserialize(parts, content=True, copy=False)
+        except Exception:
+            return self._answer_malformed(frames)
+        msg_type = msg["header"].get("msg_type")
+        if msg_type != "apply_request":
+            self._send(
+                reply_type(str(msg_type)),
+                error_content(
+                    "UnknownMessageType",
+                    f"the task channel handles only apply_request, not {msg_type!r}",
+                ),
+                msg,
+                idents,
+            )
+            return None
+        kernel.set_parent(idents, msg, channel="shell")
+        if not kernel.should_handle(self.socket, msg, idents):
+            self._receive()
+            return None
+        self.outputs.watch(msg["header"]["msg_id"])
+        kernel.pre_handler_hook()
+        try:
+            call = kernel.start_apply(msg)
+        finally:
+            kernel.post_handler_hook()
+        if call.pending is not None:
+            return self._finish_later(call, idents)
+        return self._reply(call, idents)
+
+    async def _finish_later(self, call: Any, idents: list[bytes]) -> None:
+        call.result, call.error = await self.kernel._await_interruptibly(call.pending, call.name)
+        waiting = self._reply(call, idents)
+        if waiting is not None:
+            await waiting
+
+    def _reply(self, call: Any, idents: list[bytes]) -> Any:
+        kernel = self.kernel
+        reply, buffers = kernel.finish_apply(call)
+        outputs = self.outputs.stop()
+        reply["metadata"]["outputs"] = outputs
+        sent = self.session.send(
+            self.socket, "apply_reply", ident=idents, buffers=buffers, track=bool(buffers), **reply
+        )
+        if outputs:
+            kernel._publish_status("idle", "shell", parent=call.parent)
+        self._receive()
+        tracker = sent.get("tracker") if buffers else None
+        if tracker is not None and not tracker.done:
+            return kernel._wait_until_sent(tracker)
+        return None
+
+    def _send(self, msg_type: str, content: dict[str, Any], parent: Any, idents: list[bytes]):
+        self.session.send(self.socket, msg_type, content, parent=parent, ident=idents)
+        self._receive()
+
+    def _answer_malformed(self, frames: list[Any]) -> None:
+        """A signed message whose JSON is broken gets an error reply; others are dropped."""
+        found = find_malformed(self.session, frames)
+        if found is None:
+            self.kernel.log.warning("Dropped an unsigned or undecodable task-channel message")
+            return
+        idents, header, problem = found
+        self._send(
+            reply_type(str(header.get("msg_type"))),
+            error_content(
+                "MalformedMessage",
+                f"{header['msg_type']} {header.get('msg_id')!r} cannot be decoded: {problem}",
+            ),
+            {"header": header},
+            idents,
+        )
