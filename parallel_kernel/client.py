@@ -61,6 +61,9 @@ class EngineClient:
         self._hb_timer: Any = None
         self._hb_answered = True
         self._hb_misses = 0
+        self._task: zmq.Socket[Any] | None = None
+        self._task_read_scheduled = False
+        self._loop: Any = None
 
     def open(self) -> None:
         """Connect the sockets and start reading them (on the running loop)."""
@@ -90,13 +93,33 @@ class EngineClient:
             socket.connect(f"tcp://{client.ip}:{port}")
         else:
             socket.connect(f"{client.transport}://{client.ip}-{port}")
-        stream = ZMQStream(socket, IOLoop.current())
-        stream.on_recv(lambda frames: self._received("task", frames), False)
-        self._streams["task"] = stream
+        self._task = socket
+        self._loop = IOLoop.current().asyncio_loop
+        self._loop.add_reader(socket.getsockopt(zmq.FD), self._read_task)
 
     @property
     def has_task_channel(self) -> bool:
-        return "task" in self._streams
+        return self._task is not None
+
+    # The task socket is read and written directly, without ZMQStream's send
+    # queue, to save a loop iteration per message.  Its file descriptor is
+    # edge-triggered and re-armed only by reading ZMQ_EVENTS, so every send
+    # checks the events and schedules a read when a message is waiting.
+
+    def _read_task(self) -> None:
+        self._task_read_scheduled = False
+        socket = self._task
+        while socket is not None and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._received("task", socket.recv_multipart(zmq.NOBLOCK, copy=False))
+            socket = self._task
+
+    def _send_task(self, msg: dict[str, Any], buffers: list[Any]) -> None:
+        socket = self._task
+        assert socket is not None
+        self.session.send(socket, msg, buffers=buffers)
+        if not self._task_read_scheduled and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._task_read_scheduled = True
+            self._loop.call_soon(self._read_task)
 
     def close(self) -> None:
         """Stop reading and close the sockets; unsent requests are dropped."""
@@ -108,6 +131,10 @@ class EngineClient:
                 stream.close(linger=0)
         self._streams = {}
         self._hb = None
+        if self._task is not None:
+            self._loop.remove_reader(self._task.getsockopt(zmq.FD))
+            self._task.close(linger=0)
+            self._task = None
 
     def send(
         self,
@@ -118,10 +145,15 @@ class EngineClient:
         metadata: dict[str, Any] | None = None,
     ) -> str:
         """Send a request on ``shell``, ``control`` or ``task``; return its msg_id."""
+        msg = self.session.msg(msg_type, content, metadata=metadata)
+        if channel == "task":
+            if self._task is None:
+                raise ConnectionError("the engine's sockets are closed")
+            self._send_task(msg, buffers or [])
+            return msg["header"]["msg_id"]
         stream = self._streams.get(channel)
         if stream is None or stream.closed():
             raise ConnectionError("the engine's sockets are closed")
-        msg = self.session.msg(msg_type, content, metadata=metadata)
         self.session.send(stream, msg, buffers=buffers or [])
         return msg["header"]["msg_id"]
 

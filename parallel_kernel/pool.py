@@ -11,6 +11,7 @@ code.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -196,6 +197,9 @@ class Pool(Executor):
         # control and introspection requests awaiting a reply: msg_id -> (waiter, engine id)
         self._requests: dict[str, tuple[asyncio.Future[dict[str, Any]], int]] = {}
         self._futures: weakref.WeakSet[TaskFuture] = weakref.WeakSet()
+        # tasks submitted from other threads, waiting for the loop to take them
+        self._inbox: collections.deque[_Task] = collections.deque()
+        self._inbox_wakeup = False
         self._closed = False
         self._background: set[asyncio.Future[Any]] = set()
         self._stderr_dir = tempfile.TemporaryDirectory(prefix="parallel-kernel-")
@@ -594,16 +598,32 @@ class Pool(Executor):
         for dependency in (job.after, job.follow):
             for dep in dependency.futures if dependency else ():
                 dep.add_done_callback(lambda _f: self._call_soon(self._schedule))
-        self._call_soon(self._enqueue, task)
+        self._inbox.append(task)
+        if not self._inbox_wakeup:
+            self._inbox_wakeup = True
+            self._call_soon(self._take_inbox)
         return future
 
-    def _enqueue(self, task: _Task) -> None:
+    def _take_inbox(self) -> None:
+        """Queue every task submitted since the last wake-up, then schedule once.
+
+        A burst of submits costs one wake-up of the loop, not one per task.
+        """
+        self._inbox_wakeup = False
+        inbox = self._inbox
+        while inbox:
+            self._enqueue(inbox.popleft(), schedule=False)
+        self._schedule()
+        self._fail_if_no_engines()
+
+    def _enqueue(self, task: _Task, schedule: bool = True) -> None:
         if task.future.done():
             return
         task.job.task = task
         self._scheduler.queue.append(task.job)
-        self._schedule()
-        self._fail_if_no_engines()
+        if schedule:
+            self._schedule()
+            self._fail_if_no_engines()
 
     def _requeue(self, task: _Task, avoid: int | None = None) -> None:
         """Queue a task again, on an engine other than ``avoid`` when it may run elsewhere."""

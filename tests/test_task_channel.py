@@ -1,0 +1,163 @@
+"""The task channel: apply_request on the kernel's extra socket, served by its main thread."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from conftest import Driver
+
+from parallel_kernel import serialize
+
+TIMEOUT = 30
+
+
+def shout(text):
+    print(text)
+    return text.upper()
+
+
+def fail():
+    raise ValueError("from a task")
+
+
+def add(a, b):
+    return a + b
+
+
+def lookup(name):
+    return globals()[name]
+
+
+class TaskSocket:
+    """A DEALER on a kernel's task channel, signing with the kernel's session."""
+
+    def __init__(self, driver: Driver) -> None:
+        info = driver.client.kernel_info(reply=True, timeout=TIMEOUT)["content"]["parallel"]
+        self.port = info["task_port"]
+        self.session = driver.session
+        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket.linger = 0
+        self.socket.connect(f"tcp://{driver.client.ip}:{self.port}")
+
+    def send_apply(self, f: Any, *args: Any) -> str:
+        content, buffers = serialize.pack_apply(f, args, {})
+        msg = self.session.msg("apply_request", content)
+        self.session.send(self.socket, msg, buffers=buffers)
+        return msg["header"]["msg_id"]
+
+    def reply(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        assert self.socket.poll(timeout * 1000), "no reply on the task channel"
+        _, parts = self.session.feed_identities(self.socket.recv_multipart(copy=False), copy=False)
+        return self.session.deserialize(parts, copy=False)
+
+    def result(self, reply: dict[str, Any]) -> Any:
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return serialize.unpack_result(reply["content"], reply["buffers"])
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@pytest.fixture
+def tasks(kernel: Driver) -> Any:
+    channel = TaskSocket(kernel)
+    yield channel
+    channel.close()
+
+
+def test_the_port_is_advertised_in_kernel_info_and_the_connection_file(kernel: Driver) -> None:
+    info = kernel.client.kernel_info(reply=True, timeout=TIMEOUT)["content"]["parallel"]
+    assert info["task_requests"] == ["apply_request"]
+    connection = json.loads(Path(kernel.manager.connection_file).read_text())
+    assert connection["task_port"] == info["task_port"] > 0
+
+
+def test_apply_runs_in_the_user_namespace(kernel: Driver, tasks: TaskSocket) -> None:
+    kernel.execute("offset = 100")
+    msg_id = tasks.send_apply(add, 1, 2)
+    reply = tasks.reply()
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["msg_type"] == "apply_reply"
+    assert tasks.result(reply) == 3
+    assert reply["metadata"]["outputs"] == 0
+    assert reply["metadata"]["engine_id"] == 3
+    tasks.send_apply(lookup, "offset")
+    assert tasks.result(tasks.reply()) == 100
+
+
+def test_output_is_parented_to_the_task_and_followed_by_idle(
+    kernel: Driver, tasks: TaskSocket
+) -> None:
+    msg_id = tasks.send_apply(shout, "hello")
+    reply = tasks.reply()
+    assert tasks.result(reply) == "HELLO"
+    assert reply["metadata"]["outputs"] == 1
+    messages = kernel.iopub(msg_id)
+    assert [m["content"]["text"] for m in messages if m["msg_type"] == "stream"] == ["hello\n"]
+    assert messages[-1]["msg_type"] == "status"
+    assert messages[-1]["content"]["execution_state"] == "idle"
+
+
+def test_errors_reply_with_a_traceback_and_publish_it(kernel: Driver, tasks: TaskSocket) -> None:
+    msg_id = tasks.send_apply(fail)
+    reply = tasks.reply()
+    content = reply["content"]
+    assert (content["status"], content["ename"], content["evalue"]) == (
+        "error",
+        "ValueError",
+        "from a task",
+    )
+    assert "fail" in "".join(content["traceback"])
+    assert [m["msg_type"] for m in kernel.iopub(msg_id)] == ["error", "status"]
+    tasks.send_apply(add, 2, 2)
+    assert tasks.result(tasks.reply()) == 4
+
+
+def test_a_task_waits_for_a_running_cell(kernel: Driver, tasks: TaskSocket) -> None:
+    kernel.execute("import asyncio")
+    cell = kernel.client.execute("await asyncio.sleep(1); marker = 'cell done'")
+    time.sleep(0.3)
+    tasks.send_apply(lookup, "marker")
+    reply = tasks.reply()
+    assert tasks.result(reply) == "cell done"
+    assert kernel.reply(cell)["content"]["status"] == "ok"
+
+
+def test_queued_tasks_can_be_aborted_by_id(kernel: Driver, tasks: TaskSocket) -> None:
+    busy = tasks.send_apply(time.sleep, 1)
+    queued = tasks.send_apply(add, 1, 1)
+    abort = kernel.control("abort_request", {"msg_ids": [queued]})
+    assert abort["content"]["pending"] == [queued]
+    replies = {r["parent_header"]["msg_id"]: r for r in (tasks.reply(), tasks.reply())}
+    assert replies[busy]["content"]["status"] == "ok"
+    assert replies[queued]["content"]["status"] == "aborted"
+    assert replies[queued]["msg_type"] == "apply_reply"
+
+
+def test_other_message_types_get_an_error_reply(kernel: Driver, tasks: TaskSocket) -> None:
+    msg = tasks.session.msg("execute_request", {"code": "1"})
+    tasks.session.send(tasks.socket, msg)
+    reply = tasks.reply()
+    assert reply["msg_type"] == "execute_reply"
+    assert reply["content"]["ename"] == "UnknownMessageType"
+
+
+def test_unsigned_messages_are_dropped_and_the_channel_keeps_serving(
+    kernel: Driver, tasks: TaskSocket
+) -> None:
+    tasks.socket.send_multipart([b"<IDS|MSG>", b"bad signature", b"{}", b"{}", b"{}", b"{}"])
+    tasks.send_apply(add, 20, 22)
+    assert tasks.result(tasks.reply()) == 42
+
+
+def test_large_results_travel_as_buffers(kernel: Driver, tasks: TaskSocket) -> None:
+    blob = bytes(range(256)) * 4096
+    tasks.send_apply(bytes, blob)
+    reply = tasks.reply()
+    assert any(len(buffer) == len(blob) for buffer in reply["buffers"])
+    assert tasks.result(reply) == blob
