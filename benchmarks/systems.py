@@ -61,14 +61,17 @@ class System(ABC):
 
 
 class ParallelKernelPool(System):
+    """Our pool, on the same footing as the peers: plain TCP, as they use."""
+
     name = "parallel_kernel"
     label = "parallel_kernel Pool"
     has_map = True
+    encryption = "disabled"
 
     def start(self) -> None:
         from parallel_kernel import Pool
 
-        self.pool = Pool(self.workers)
+        self.pool = Pool(self.workers, transport_encryption=self.encryption)
 
     def submit(self, fn: Any, *args: Any) -> Any:
         return self.pool.submit(fn, *args)
@@ -88,6 +91,14 @@ class ParallelKernelPool(System):
 
     def close(self) -> None:
         self.pool.shutdown()
+
+
+class ParallelKernelPoolCurve(ParallelKernelPool):
+    """Our pool with its default transport: CurveZMQ-encrypted TCP."""
+
+    name = "parallel_kernel-curve"
+    label = "parallel_kernel Pool (CurveZMQ)"
+    encryption = "auto"
 
 
 class ProcessPool(System):
@@ -262,6 +273,7 @@ SYSTEMS: dict[str, type[System]] = {
     cls.name: cls
     for cls in (
         ParallelKernelPool,
+        ParallelKernelPoolCurve,
         ProcessPool,
         IpyparallelLoadBalanced,
         IpyparallelDirect,

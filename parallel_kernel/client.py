@@ -27,6 +27,8 @@ from jupyter_client import BlockingKernelClient
 from tornado.ioloop import IOLoop, PeriodicCallback
 from zmq.eventloop.zmqstream import ZMQStream
 
+from . import wire
+
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_MISSES = 3
 
@@ -110,16 +112,34 @@ class EngineClient:
         self._task_read_scheduled = False
         socket = self._task
         while socket is not None and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self._received("task", socket.recv_multipart(zmq.NOBLOCK, copy=False))
+            frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            try:
+                _, msg = wire.decode(self.session, frames)
+            except wire.WireError as exc:
+                self.session.log.warning("Dropped an undecodable task reply: %s", exc)
+            else:
+                try:
+                    self.listener.on_reply(self, "task", msg)
+                except Exception:
+                    self.session.log.exception("Error handling a task reply")
             socket = self._task
 
-    def _send_task(self, msg: dict[str, Any], buffers: list[Any]) -> None:
+    def _send_task(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        buffers: list[Any],
+        metadata: dict[str, Any] | None,
+    ) -> str:
         socket = self._task
-        assert socket is not None
-        self.session.send(socket, msg, buffers=buffers)
+        if socket is None:
+            raise ConnectionError("the engine's sockets are closed")
+        msg_id, frames = wire.encode(self.session, msg_type, content, metadata=metadata)
+        wire.send(socket, frames, buffers)
         if not self._task_read_scheduled and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._task_read_scheduled = True
             self._loop.call_soon(self._read_task)
+        return msg_id
 
     def close(self) -> None:
         """Stop reading and close the sockets; unsent requests are dropped."""
@@ -145,12 +165,9 @@ class EngineClient:
         metadata: dict[str, Any] | None = None,
     ) -> str:
         """Send a request on ``shell``, ``control`` or ``task``; return its msg_id."""
-        msg = self.session.msg(msg_type, content, metadata=metadata)
         if channel == "task":
-            if self._task is None:
-                raise ConnectionError("the engine's sockets are closed")
-            self._send_task(msg, buffers or [])
-            return msg["header"]["msg_id"]
+            return self._send_task(msg_type, content, buffers or [], metadata)
+        msg = self.session.msg(msg_type, content, metadata=metadata)
         stream = self._streams.get(channel)
         if stream is None or stream.closed():
             raise ConnectionError("the engine's sockets are closed")

@@ -221,6 +221,9 @@ class ParallelKernel(IPythonKernel):
         call = ApplyCall(parent, self.init_metadata(parent))
         try:
             f, args, kwargs = serialize.unpack_apply(parent["content"], parent["buffers"])
+            # the request stays referenced as the kernel's parent until the next
+            # one: drop its frames so large arguments live only as long as the call
+            parent["buffers"] = []
             if not callable(f):
                 raise TypeError(
                     f"apply_request: the function is not callable: {serialize.describe(f)}"

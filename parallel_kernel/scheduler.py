@@ -144,9 +144,10 @@ class Scheduler:
         Jobs whose dependencies are impossible are yielded with engine ``-1``;
         the caller fails them.
         """
-        waiting: deque[Job] = deque()
-        while self.queue:
-            job = self.queue.popleft()
+        queue = self.queue
+        waiting: list[Job] = []
+        while queue:
+            job = queue.popleft()
             if self.check(job) is not None:
                 yield job, -1
                 continue
@@ -157,15 +158,15 @@ class Scheduler:
             if engine_id is None:
                 waiting.append(job)
                 if job.target is None and job.follow is None and not job.blacklist:
-                    # later untargeted jobs could not do better: keep submission order
-                    waiting.extend(self.queue)
-                    self.queue.clear()
+                    # later untargeted jobs could not do better: keep submission order,
+                    # and leave the rest of the queue untouched (no O(queue) work per call)
+                    break
                 continue
             slot = self.engines[engine_id]
             slot.outstanding += 1
             slot.last_used = next(self._clock)
             yield job, engine_id
-        self.queue = waiting
+        queue.extendleft(reversed(waiting))
 
     def _pick(self, job: Job) -> int | None:
         best: EngineSlot | None = None

@@ -24,12 +24,14 @@ the connection file (``task_port``).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from .replies import error_content, find_malformed, reply_type
+from . import wire
+from .replies import error_content, reply_type
 
 if TYPE_CHECKING:
     from .kernel import ParallelKernel
@@ -171,10 +173,9 @@ class TaskChannel:
         """Answer one message; return an awaitable if the answer is not complete yet."""
         kernel = self.kernel
         try:
-            idents, parts = self.session.feed_identities(frames, copy=False)
-            msg = self.session.deserialize(parts, content=True, copy=False)
-        except Exception:
-            return self._answer_malformed(frames)
+            idents, msg = wire.decode(self.session, frames)
+        except wire.WireError as exc:
+            return self._answer_undecodable(exc)
         msg_type = msg["header"].get("msg_type")
         if msg_type != "apply_request":
             self._send(
@@ -183,7 +184,7 @@ class TaskChannel:
                     "UnknownMessageType",
                     f"the task channel handles only apply_request, not {msg_type!r}",
                 ),
-                msg,
+                msg["raw_header"],
                 idents,
             )
             return None
@@ -211,35 +212,48 @@ class TaskChannel:
         kernel = self.kernel
         reply, buffers = kernel.finish_apply(call)
         outputs = self.outputs.stop()
-        reply["metadata"]["outputs"] = outputs
-        sent = self.session.send(
-            self.socket, "apply_reply", ident=idents, buffers=buffers, track=bool(buffers), **reply
+        metadata = reply["metadata"]
+        metadata["outputs"] = outputs
+        parent = call.parent
+        _, frames = wire.encode(
+            self.session,
+            "apply_reply",
+            reply["content"],
+            parent=parent.get("raw_header") or parent["header"],
+            metadata=metadata,
+            idents=idents,
         )
+        tracker = wire.send(self.socket, frames, buffers, track=True)
         if outputs:
-            kernel._publish_status("idle", "shell", parent=call.parent)
+            kernel._publish_status("idle", "shell", parent=parent)
         self._receive()
-        tracker = sent.get("tracker") if buffers else None
         if tracker is not None and not tracker.done:
             return kernel._wait_until_sent(tracker)
         return None
 
-    def _send(self, msg_type: str, content: dict[str, Any], parent: Any, idents: list[bytes]):
-        self.session.send(self.socket, msg_type, content, parent=parent, ident=idents)
+    def _send(self, msg_type: str, content: dict[str, Any], parent: Any, idents: list[Any]):
+        _, frames = wire.encode(self.session, msg_type, content, parent=parent, idents=idents)
+        wire.send(self.socket, frames, [])
         self._receive()
 
-    def _answer_malformed(self, frames: list[Any]) -> None:
+    def _answer_undecodable(self, error: wire.WireError) -> None:
         """A signed message whose JSON is broken gets an error reply; others are dropped."""
-        found = find_malformed(self.session, frames)
-        if found is None:
-            self.kernel.log.warning("Dropped an unsigned or undecodable task-channel message")
+        header = None
+        if error.signed and error.header is not None:
+            try:
+                header = json.loads(error.header)
+            except ValueError:
+                header = None
+        if not isinstance(header, dict) or not isinstance(header.get("msg_type"), str):
+            self.kernel.log.warning("Dropped a task-channel message: %s", error)
             return
-        idents, header, problem = found
+        self.kernel.log.error("Malformed task-channel message %s: %s", header.get("msg_id"), error)
         self._send(
-            reply_type(str(header.get("msg_type"))),
+            reply_type(header["msg_type"]),
             error_content(
                 "MalformedMessage",
-                f"{header['msg_type']} {header.get('msg_id')!r} cannot be decoded: {problem}",
+                f"{header['msg_type']} {header.get('msg_id')!r} cannot be decoded: {error}",
             ),
-            {"header": header},
-            idents,
+            error.header,
+            error.idents,
         )

@@ -1,0 +1,64 @@
+"""The benchmark command runs end to end and writes what docs/performance.md describes.
+
+Only the systems needing no extra install run here (the pool, ProcessPoolExecutor,
+the raw ZMQ floor); the numbers themselves are never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "parallel_kernel",
+            "processpool",
+            "zmq",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| parallel_kernel Pool |" in run.stdout
+    data = json.loads(out.read_text())
+    ours = data["results"]["parallel_kernel"]
+    assert ours["error"] is None
+    assert set(ours["latency_us"]) == {"median", "p90", "p99"}
+    assert set(ours["throughput"]) == {"submit_2000", "map_2000"}
+    assert ours["echo_MBps"]["64"] > 0
+    assert ours["startup_s"] > 0
+    assert "client_growth_after_20000_tasks" in ours["memory_MB"]
+    targets = {t["target"] for t in data["targets"]}
+    assert "latency median: ours / processpool <= 2" in targets
+    assert "64 MiB echo: ours / zmq >= 1" in targets
+    assert data["machine"]["cpus"] >= 1
+
+
+def test_an_unknown_system_is_refused() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "nosuchsystem"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "invalid choice: 'nosuchsystem'" in run.stderr
