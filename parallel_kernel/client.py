@@ -64,6 +64,7 @@ class EngineClient:
         self._hb_answered = True
         self._hb_misses = 0
         self._task: zmq.Socket[Any] | None = None
+        self._codec = wire.Codec(self.session)
         self._task_read_scheduled = False
         self._loop: Any = None
 
@@ -114,7 +115,7 @@ class EngineClient:
         while socket is not None and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
             try:
-                _, msg = wire.decode(self.session, frames)
+                _, msg = self._codec.decode(frames)
             except wire.WireError as exc:
                 self.session.log.warning("Dropped an undecodable task reply: %s", exc)
             else:
@@ -134,8 +135,8 @@ class EngineClient:
         socket = self._task
         if socket is None:
             raise ConnectionError("the engine's sockets are closed")
-        msg_id, frames = wire.encode(self.session, msg_type, content, metadata=metadata)
-        wire.send(socket, frames, buffers)
+        msg_id, frames = self._codec.encode(msg_type, content, metadata=metadata)
+        self._codec.send(socket, frames, buffers)
         if not self._task_read_scheduled and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._task_read_scheduled = True
             self._loop.call_soon(self._read_task)

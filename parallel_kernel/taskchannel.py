@@ -96,6 +96,7 @@ class TaskChannel:
         self.socket = socket
         self.port = port
         self.session = kernel.session
+        self.codec = wire.Codec(kernel.session)
         self.outputs = OutputCounter(kernel.session)
         self.queue: deque[list[Any]] = deque()
         self.draining = False
@@ -173,7 +174,7 @@ class TaskChannel:
         """Answer one message; return an awaitable if the answer is not complete yet."""
         kernel = self.kernel
         try:
-            idents, msg = wire.decode(self.session, frames)
+            idents, msg = self.codec.decode(frames)
         except wire.WireError as exc:
             return self._answer_undecodable(exc)
         msg_type = msg["header"].get("msg_type")
@@ -215,15 +216,14 @@ class TaskChannel:
         metadata = reply["metadata"]
         metadata["outputs"] = outputs
         parent = call.parent
-        _, frames = wire.encode(
-            self.session,
+        _, frames = self.codec.encode(
             "apply_reply",
             reply["content"],
             parent=parent.get("raw_header") or parent["header"],
             metadata=metadata,
             idents=idents,
         )
-        tracker = wire.send(self.socket, frames, buffers, track=True)
+        tracker = self.codec.send(self.socket, frames, buffers, track=True)
         if outputs:
             kernel._publish_status("idle", "shell", parent=parent)
         self._receive()
@@ -232,8 +232,8 @@ class TaskChannel:
         return None
 
     def _send(self, msg_type: str, content: dict[str, Any], parent: Any, idents: list[Any]):
-        _, frames = wire.encode(self.session, msg_type, content, parent=parent, idents=idents)
-        wire.send(self.socket, frames, [])
+        _, frames = self.codec.encode(msg_type, content, parent=parent, idents=idents)
+        self.codec.send(self.socket, frames, [])
         self._receive()
 
     def _answer_undecodable(self, error: wire.WireError) -> None:

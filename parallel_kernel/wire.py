@@ -3,13 +3,13 @@
 ``jupyter_client.Session`` is general: it parses every date of both headers
 with dateutil, re-encodes the parent header, and adapts protocol versions.
 That costs more than the rest of a small task's round trip, so both ends of
-the task channel use these two functions instead.  The messages are the same
+the task channel use a :class:`Codec` instead.  The messages are the same
 Jupyter messages (same frames, same HMAC signature, same replay protection),
 so either side can still be a plain ``Session`` user:
 
-* :func:`encode` builds a message with the session's key and identity; a reply
-  can pass the request's header frame as its parent verbatim;
-* :func:`decode` checks the signature and replay history exactly as
+* :meth:`Codec.encode` builds a message with the session's key and identity; a
+  reply can pass the request's header frame as its parent verbatim;
+* :meth:`Codec.decode` checks the signature and replay history exactly as
   ``Session.deserialize`` does, parses the JSON with the session's unpacker,
   and turns only the two header dates into ``datetime`` objects.
 """
@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import Any
 
 import zmq
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import DELIM
+from jupyter_client.session import protocol_version as PROTOCOL_VERSION
 
 #: Frames of at least this many bytes are sent without copying (as Session does).
 COPY_THRESHOLD = 2**16
@@ -61,108 +62,144 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def encode(
-    session: Any,
-    msg_type: str,
-    content: dict[str, Any],
-    *,
-    parent: bytes | dict[str, Any] | None = None,
-    metadata: dict[str, Any] | None = None,
-    idents: list[Any] | None = None,
-) -> tuple[str, list[Any]]:
-    """Build a signed message; return its msg_id and its frames (buffers not included).
+_SNDMORE = int(zmq.SNDMORE)
+_raw_send = zmq.backend.Socket.send  # skips pyzmq's Python-level checks, one call per frame
 
-    ``parent`` is the parent header, as a dict or as its already-encoded JSON.
+
+class Codec:
+    """Encodes and decodes one session's messages (its key, identity and packer).
+
+    The session's settings are read once: traitlets attribute access would
+    otherwise be a noticeable share of a small message's cost.
     """
-    msg_id = uuid.uuid4().hex
-    header = _dumps(
-        {
-            "msg_id": msg_id,
-            "msg_type": msg_type,
-            "username": session.username,
-            "session": session.session,
-            "date": _now(),
-            "version": "5.3",
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.auth = session.auth
+        self.username = session.username
+        self.session_id = session.session
+        self.unpack = json.loads if session.unpacker == "json" else session.unpack
+        self.digests = session.digest_history
+        self.history_size = session.digest_history_size
+
+    def encode(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        parent: bytes | dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        idents: list[Any] | None = None,
+    ) -> tuple[str, list[Any]]:
+        """Build a signed message; return its msg_id and its frames (buffers not included).
+
+        ``parent`` is the parent header, as a dict or as its already-encoded JSON.
+        """
+        msg_id = os.urandom(16).hex()
+        header = _dumps(
+            {
+                "msg_id": msg_id,
+                "msg_type": msg_type,
+                "username": self.username,
+                "session": self.session_id,
+                "date": _now(),
+                "version": PROTOCOL_VERSION,
+            }
+        )
+        if parent is None:
+            parent_frame = b"{}"
+        elif isinstance(parent, bytes):
+            parent_frame = parent
+        else:
+            parent_frame = _dumps(parent)
+        parts = [header, parent_frame, _dumps(metadata) if metadata else b"{}", _dumps(content)]
+        signature = b""
+        if self.auth is not None:
+            digest = self.auth.copy()
+            for part in parts:
+                digest.update(part)
+            signature = digest.hexdigest().encode()
+        return msg_id, [*(idents or ()), _DELIM, signature, *parts]
+
+    @staticmethod
+    def send(socket: zmq.Socket[Any], frames: list[Any], buffers: list[Any], track: bool = False):
+        """Send a message's frames and buffers; large buffers go without a copy.
+
+        Returns a ``MessageTracker`` when ``track`` is set and a buffer went
+        without a copy, else ``None``.
+        """
+        everything = [*frames, *buffers]
+        last = len(everything) - 1
+        if not any(memoryview(b).nbytes >= COPY_THRESHOLD for b in buffers):
+            for i, frame in enumerate(everything):
+                _raw_send(socket, frame, _SNDMORE if i < last else 0)
+            return None
+        tracker = socket.send_multipart(everything, copy=False, track=track)
+        return tracker if track else None
+
+    def _remember(self, signature: bytes) -> None:
+        """Add a signature to the session's replay history (``Session._add_digest``)."""
+        if not self.history_size:
+            return
+        self.digests.add(signature)
+        if len(self.digests) > self.history_size:
+            self.session._cull_digest_history()
+            self.digests = self.session.digest_history
+
+    def decode(self, frames: list[Any]) -> tuple[list[bytes], dict[str, Any]]:
+        """Check and decode a received message: its routing identities and the message dict.
+
+        ``frames`` are ``zmq.Frame`` objects (``recv_multipart(copy=False)``);
+        buffers come back as memoryviews of them.  The signature and replay
+        checks are those of ``Session.deserialize``.
+        """
+        index = 0
+        for frame in frames:
+            if frame.bytes == _DELIM:
+                break
+            index += 1
+        else:
+            raise WireError("no <IDS|MSG> delimiter", signed=False)
+        idents = [frame.bytes for frame in frames[:index]]
+        parts = frames[index + 1 :]
+        if len(parts) < 5:
+            raise WireError("fewer than five message frames", signed=False)
+        signature = parts[0].bytes
+        head = [part.bytes for part in parts[1:5]]
+        if self.auth is not None:
+            if not signature:
+                raise WireError("unsigned message", signed=False)
+            if signature in self.digests:
+                raise WireError("duplicate signature (a replayed message)", signed=False)
+            digest = self.auth.copy()
+            for part in head:
+                digest.update(part)
+            if not hmac.compare_digest(signature, digest.hexdigest().encode()):
+                raise WireError("invalid signature", signed=False)
+            self._remember(signature)
+        unpack = self.unpack
+        try:
+            header = unpack(head[0])
+            parent = unpack(head[1])
+            metadata = unpack(head[2])
+            content = unpack(head[3])
+        except Exception as exc:
+            raise WireError(f"undecodable JSON: {exc}", True, idents, head[0]) from None
+        if not isinstance(header, dict) or not isinstance(parent, dict):
+            raise WireError("a header is not a JSON object", True, idents, head[0])
+        for h in (header, parent):
+            date = h.get("date")
+            if isinstance(date, str):
+                with contextlib.suppress(ValueError):
+                    h["date"] = datetime.fromisoformat(date)
+        msg = {
+            "header": header,
+            "msg_id": header.get("msg_id"),
+            "msg_type": header.get("msg_type"),
+            "parent_header": parent,
+            "metadata": metadata,
+            "content": content,
+            "buffers": [memoryview(frame) for frame in parts[5:]],
+            "raw_header": head[0],
         }
-    )
-    if parent is None:
-        parent_frame = b"{}"
-    elif isinstance(parent, bytes):
-        parent_frame = parent
-    else:
-        parent_frame = _dumps(parent)
-    parts = [header, parent_frame, _dumps(metadata or {}), _dumps(content)]
-    signature = b""
-    if session.auth is not None:
-        digest = session.auth.copy()
-        for part in parts:
-            digest.update(part)
-        signature = digest.hexdigest().encode()
-    return msg_id, [*(idents or []), _DELIM, signature, *parts]
-
-
-def send(socket: zmq.Socket[Any], frames: list[Any], buffers: list[Any], track: bool = False):
-    """Send a message's frames and buffers; large buffers go without a copy.
-
-    Returns a ``MessageTracker`` when ``track`` is set and a buffer went
-    without a copy, else ``None``.
-    """
-    large = any(memoryview(b).nbytes >= COPY_THRESHOLD for b in buffers)
-    if not large:
-        socket.send_multipart([*frames, *buffers])
-        return None
-    tracker = socket.send_multipart([*frames, *buffers], copy=False, track=track)
-    return tracker if track else None
-
-
-def decode(session: Any, frames: list[Any]) -> tuple[list[Any], dict[str, Any]]:
-    """Check and decode a received message: its routing identities and the message dict.
-
-    ``frames`` are ``zmq.Frame`` objects (``recv_multipart(copy=False)``);
-    buffers come back as memoryviews of them.
-    """
-    index = next((i for i, frame in enumerate(frames) if frame.bytes == _DELIM), None)
-    if index is None:
-        raise WireError("no <IDS|MSG> delimiter", signed=False)
-    idents = [frame.bytes for frame in frames[:index]]
-    parts = frames[index + 1 :]
-    if len(parts) < 5:
-        raise WireError("fewer than five message frames", signed=False)
-    signature = parts[0].bytes
-    head = [part.bytes for part in parts[1:5]]
-    if session.auth is not None:
-        if not signature:
-            raise WireError("unsigned message", signed=False)
-        if signature in session.digest_history:
-            raise WireError("duplicate signature (a replayed message)", signed=False)
-        digest = session.auth.copy()
-        for part in head:
-            digest.update(part)
-        if not hmac.compare_digest(signature, digest.hexdigest().encode()):
-            raise WireError("invalid signature", signed=False)
-        session._add_digest(signature)
-    try:
-        header = session.unpack(head[0])
-        parent = session.unpack(head[1])
-        metadata = session.unpack(head[2])
-        content = session.unpack(head[3])
-    except Exception as exc:
-        raise WireError(f"undecodable JSON: {exc}", True, idents, head[0]) from None
-    if not isinstance(header, dict) or not isinstance(parent, dict):
-        raise WireError("a header is not a JSON object", True, idents, head[0])
-    for h in (header, parent):
-        date = h.get("date")
-        if isinstance(date, str):
-            with contextlib.suppress(ValueError):
-                h["date"] = datetime.fromisoformat(date)
-    msg = {
-        "header": header,
-        "msg_id": header.get("msg_id"),
-        "msg_type": header.get("msg_type"),
-        "parent_header": parent,
-        "metadata": metadata,
-        "content": content,
-        "buffers": [memoryview(frame) for frame in parts[5:]],
-        "raw_header": head[0],
-    }
-    return idents, msg
+        return idents, msg
