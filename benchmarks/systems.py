@@ -15,6 +15,10 @@ from typing import Any
 
 from .workloads import noop, worker_pid
 
+#: Seconds any one result may take before the system is reported as failed
+#: (a peer that loses a task must not stall the whole run).
+RESULT_TIMEOUT = 120
+
 
 class System(ABC):
     """One way of running Python functions on ``workers`` worker processes."""
@@ -77,10 +81,10 @@ class ParallelKernelPool(System):
         return self.pool.submit(fn, *args)
 
     def result(self, handle: Any) -> Any:
-        return handle.result(timeout=600)
+        return handle.result(timeout=RESULT_TIMEOUT)
 
     def map_many(self, n: int) -> None:
-        for _ in self.pool.map(noop, range(n), timeout=600):
+        for _ in self.pool.map(noop, range(n), timeout=RESULT_TIMEOUT):
             pass
 
     def worker_pids(self) -> list[int]:
@@ -115,10 +119,10 @@ class ProcessPool(System):
         return self.executor.submit(fn, *args)
 
     def result(self, handle: Any) -> Any:
-        return handle.result(timeout=600)
+        return handle.result(timeout=RESULT_TIMEOUT)
 
     def map_many(self, n: int) -> None:
-        for _ in self.executor.map(noop, range(n), timeout=600):
+        for _ in self.executor.map(noop, range(n), timeout=RESULT_TIMEOUT):
             pass
 
     def worker_pids(self) -> list[int]:
@@ -149,7 +153,7 @@ class Dask(System):
         return self.client.submit(fn, *args, pure=False)
 
     def result(self, handle: Any) -> Any:
-        return handle.result(timeout=600)
+        return handle.result(timeout=RESULT_TIMEOUT)
 
     def run_many(self, n: int) -> None:
         self.client.gather([self.client.submit(noop, pure=False) for _ in range(n)])
@@ -174,7 +178,7 @@ class _Ipyparallel(System):
         self.client.wait_for_engines(self.workers, timeout=120)
 
     def result(self, handle: Any) -> Any:
-        return handle.get(timeout=600)
+        return handle.get(timeout=RESULT_TIMEOUT)
 
     def worker_pids(self) -> list[int]:
         return list(self.client[:].apply_sync(worker_pid))

@@ -20,6 +20,7 @@ pool); this module only moves messages.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 import zmq
@@ -120,10 +121,49 @@ class EngineClient:
                 self.session.log.warning("Dropped an undecodable task reply: %s", exc)
             else:
                 try:
-                    self.listener.on_reply(self, "task", msg)
+                    if msg["msg_type"] == "apply_batch_reply":
+                        self._unbatch(msg)
+                    else:
+                        self.listener.on_reply(self, "task", msg)
                 except Exception:
                     self.session.log.exception("Error handling a task reply")
             socket = self._task
+
+    def _unbatch(self, msg: dict[str, Any]) -> None:
+        """Hand each reply of an ``apply_batch_reply`` to the listener as an ``apply_reply``."""
+        replies = msg["content"].get("replies")
+        if not isinstance(replies, list):
+            self.session.log.error("A batch of tasks was refused: %s", msg["content"])
+            return
+        buffers = msg["buffers"]
+        start = 0
+        for reply in replies:
+            end = start + reply["buffers"]
+            self.listener.on_reply(
+                self,
+                "task",
+                {
+                    "header": msg["header"],
+                    "msg_id": msg["msg_id"],
+                    "msg_type": "apply_reply",
+                    "parent_header": {"msg_id": reply["msg_id"]},
+                    "metadata": reply["metadata"],
+                    "content": reply["content"],
+                    "buffers": buffers[start:end],
+                },
+            )
+            start = end
+
+    def send_batch(self, tasks: list[tuple[dict[str, Any], list[Any]]]) -> list[str]:
+        """Send several ``apply_request`` contents and buffers in one message; return their ids."""
+        msg_ids = [os.urandom(16).hex() for _ in tasks]
+        entries = []
+        buffers: list[Any] = []
+        for msg_id, (content, task_buffers) in zip(msg_ids, tasks, strict=True):
+            entries.append({"msg_id": msg_id, "content": content, "buffers": len(task_buffers)})
+            buffers.extend(task_buffers)
+        self._send_task("apply_batch_request", {"tasks": entries}, buffers, None)
+        return msg_ids
 
     def _send_task(
         self,

@@ -72,7 +72,8 @@ class EngineSlot:
     engine_id: int
     hwm: int
     available: bool = True
-    outstanding: int = 0
+    #: Sum of the costs of the engine's unanswered jobs (a job costs 1 or less).
+    outstanding: float = 0.0
     last_used: int = 0
 
 
@@ -85,6 +86,9 @@ class Job:
     follow: Dependency | None = None
     blacklist: set[int] = field(default_factory=set)
     task: Any = None
+    #: Share of an engine slot the job takes: 1, or less for tasks known to be short,
+    #: so that an engine gets several of them at once (and the pool sends them together).
+    cost: float = 1.0
 
 
 class Scheduler:
@@ -101,14 +105,16 @@ class Scheduler:
     def set_available(self, engine_id: int, available: bool) -> None:
         self.engines[engine_id].available = available
 
-    def finished(self, engine_id: int) -> None:
-        """A task on ``engine_id`` got its reply (or was lost)."""
+    def finished(self, engine_id: int, cost: float = 1.0) -> None:
+        """A job of ``cost`` on ``engine_id`` got its reply (or was lost)."""
         slot = self.engines[engine_id]
-        slot.outstanding = max(0, slot.outstanding - 1)
+        slot.outstanding = max(0.0, slot.outstanding - cost)
+        if slot.outstanding < 1e-9:
+            slot.outstanding = 0.0
 
     def forget_outstanding(self, engine_id: int) -> None:
         """The engine died: none of its tasks are outstanding any more."""
-        self.engines[engine_id].outstanding = 0
+        self.engines[engine_id].outstanding = 0.0
 
     def eligible(self, job: Job) -> set[int]:
         """Engines that may ever run ``job`` (ignoring load), given targets and blacklist."""
@@ -163,7 +169,7 @@ class Scheduler:
                     break
                 continue
             slot = self.engines[engine_id]
-            slot.outstanding += 1
+            slot.outstanding += job.cost
             slot.last_used = next(self._clock)
             yield job, engine_id
         queue.extendleft(reversed(waiting))
@@ -172,7 +178,7 @@ class Scheduler:
         best: EngineSlot | None = None
         for engine_id in self.eligible(job):
             slot = self.engines[engine_id]
-            if not slot.available or slot.outstanding >= slot.hwm:
+            if not slot.available or slot.outstanding + job.cost > slot.hwm + 1e-9:
                 continue
             if best is None or (slot.outstanding, slot.last_used) < (
                 best.outstanding,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,36 @@ class OutputCounter:
         return self.count
 
 
+#: Seconds a finished task's reply may wait for the rest of its batch before it is sent.
+BATCH_FLUSH_INTERVAL = 0.002
+
+
+class _ReplyBatch:
+    """The replies to the tasks of one ``apply_batch_request``, sent together."""
+
+    __slots__ = ("buffers", "entries", "first", "idents", "last_runtime", "parent", "remaining")
+
+    def __init__(self, idents: list[bytes], parent: bytes, count: int) -> None:
+        self.idents = idents
+        self.parent = parent
+        self.remaining = count
+        self.entries: list[dict[str, Any]] = []
+        self.buffers: list[Any] = []
+        self.first = 0.0
+        self.last_runtime = 0.0
+
+
+class _Member:
+    """One task of a batch, decoded and waiting in the queue."""
+
+    __slots__ = ("batch", "idents", "msg")
+
+    def __init__(self, idents: list[bytes], msg: dict[str, Any], batch: _ReplyBatch) -> None:
+        self.idents = idents
+        self.msg = msg
+        self.batch = batch
+
+
 class TaskChannel:
     """Serves ``apply_request`` on the task socket from the main thread's loop."""
 
@@ -98,7 +129,7 @@ class TaskChannel:
         self.session = kernel.session
         self.codec = wire.Codec(kernel.session)
         self.outputs = OutputCounter(kernel.session)
-        self.queue: deque[list[Any]] = deque()
+        self.queue: deque[Any] = deque()
         self.draining = False
         self._drainer: asyncio.Future[None] | None = None
         self.loop = kernel.io_loop.asyncio_loop
@@ -161,61 +192,161 @@ class TaskChannel:
         if self.queue:
             self._drain()
 
-    def _serve_guarded(self, frames: list[Any]) -> Any:
+    def _serve_guarded(self, item: Any) -> Any:
         try:
-            return self._serve(frames)
+            return self._serve(item)
         except BaseException:
             # only an interrupt landing between the task's end and its reply gets here
             self.outputs.stop()
             self.kernel.log.exception("A task-channel request failed without a reply")
+            if isinstance(item, _Member):
+                item.batch.remaining -= 1
+                self._flush_if_due(item.batch)
             return None
 
-    def _serve(self, frames: list[Any]) -> Any:
+    def _serve(self, item: Any) -> Any:
         """Answer one message; return an awaitable if the answer is not complete yet."""
         kernel = self.kernel
-        try:
-            idents, msg = self.codec.decode(frames)
-        except wire.WireError as exc:
-            return self._answer_undecodable(exc)
-        msg_type = msg["header"].get("msg_type")
-        if msg_type != "apply_request":
-            self._send(
-                reply_type(str(msg_type)),
-                error_content(
-                    "UnknownMessageType",
-                    f"the task channel handles only apply_request, not {msg_type!r}",
-                ),
-                msg["raw_header"],
-                idents,
-            )
-            return None
+        batch = None
+        if isinstance(item, _Member):
+            idents, msg, batch = item.idents, item.msg, item.batch
+        else:
+            try:
+                idents, msg = self.codec.decode(item)
+            except wire.WireError as exc:
+                return self._answer_undecodable(exc)
+            msg_type = msg["header"].get("msg_type")
+            if msg_type == "apply_batch_request":
+                self._expand(idents, msg)
+                return None
+            if msg_type != "apply_request":
+                self._send(
+                    reply_type(str(msg_type)),
+                    error_content(
+                        "UnknownMessageType",
+                        "the task channel handles only apply_request and apply_batch_request, "
+                        f"not {msg_type!r}",
+                    ),
+                    msg["raw_header"],
+                    idents,
+                )
+                return None
         kernel.set_parent(idents, msg, channel="shell")
         if not kernel.should_handle(self.socket, msg, idents):
+            if batch is not None:
+                batch.remaining -= 1
+                self._flush_if_due(batch)
             self._receive()
             return None
+        if (
+            batch is not None
+            and batch.entries
+            and (
+                batch.last_runtime >= BATCH_FLUSH_INTERVAL / 2
+                or time.perf_counter() - batch.first >= BATCH_FLUSH_INTERVAL
+            )
+        ):
+            # results already collected must not wait behind a task that may be long
+            self._flush(batch)
         self.outputs.watch(msg["header"]["msg_id"])
+        started = time.perf_counter()
         kernel.pre_handler_hook()
         try:
             call = kernel.start_apply(msg)
         finally:
             kernel.post_handler_hook()
         if call.pending is not None:
-            return self._finish_later(call, idents)
-        return self._reply(call, idents)
+            if batch is not None:
+                self._flush(batch)
+            return self._finish_later(call, idents, batch, started)
+        return self._reply(call, idents, batch, time.perf_counter() - started)
 
-    async def _finish_later(self, call: Any, idents: list[bytes]) -> None:
+    def _expand(self, idents: list[bytes], msg: dict[str, Any]) -> None:
+        """Queue the tasks of a batch, first in line, each as its own apply_request."""
+        content = msg["content"]
+        tasks = content.get("tasks") if isinstance(content, dict) else None
+        valid = isinstance(tasks, list) and all(
+            isinstance(t, dict)
+            and isinstance(t.get("msg_id"), str)
+            and isinstance(t.get("content"), dict)
+            and isinstance(t.get("buffers"), int)
+            and t["buffers"] >= 0
+            and isinstance(t.get("metadata", {}), dict)
+            for t in tasks
+        )
+        if not valid or sum(t["buffers"] for t in tasks) != len(msg["buffers"]):
+            self._send(
+                "apply_batch_reply",
+                error_content(
+                    "MalformedMessage",
+                    "apply_batch_request content must be {'tasks': [{'msg_id': str, 'content': "
+                    "{...}, 'buffers': int, 'metadata': {...}}, ...]} with the buffer counts "
+                    "adding up to the message's buffers",
+                ),
+                msg["raw_header"],
+                idents,
+            )
+            return
+        batch = _ReplyBatch(idents, msg["raw_header"], len(tasks))
+        header = msg["header"]
+        members = []
+        start = 0
+        for task in tasks:
+            end = start + task["buffers"]
+            task_header = {**header, "msg_id": task["msg_id"], "msg_type": "apply_request"}
+            member = {
+                "header": task_header,
+                "msg_id": task["msg_id"],
+                "msg_type": "apply_request",
+                "parent_header": {},
+                "metadata": task.get("metadata", {}),
+                "content": task["content"],
+                "buffers": msg["buffers"][start:end],
+            }
+            members.append(_Member(idents, member, batch))
+            start = end
+        self.queue.extendleft(reversed(members))
+
+    async def _finish_later(
+        self, call: Any, idents: list[bytes], batch: _ReplyBatch | None, started: float
+    ) -> None:
         call.result, call.error = await self.kernel._await_interruptibly(call.pending, call.name)
-        waiting = self._reply(call, idents)
+        waiting = self._reply(call, idents, batch, time.perf_counter() - started)
         if waiting is not None:
             await waiting
 
-    def _reply(self, call: Any, idents: list[bytes]) -> Any:
+    def _reply(
+        self, call: Any, idents: list[bytes], batch: _ReplyBatch | None, runtime: float
+    ) -> Any:
         kernel = self.kernel
         reply, buffers = kernel.finish_apply(call)
         outputs = self.outputs.stop()
         metadata = reply["metadata"]
         metadata["outputs"] = outputs
+        metadata["runtime"] = runtime
         parent = call.parent
+        large = any(memoryview(b).nbytes >= wire.COPY_THRESHOLD for b in buffers)
+        if batch is not None and not large:
+            if not batch.entries:
+                batch.first = time.perf_counter()
+            batch.entries.append(
+                {
+                    "msg_id": parent["header"]["msg_id"],
+                    "content": reply["content"],
+                    "metadata": metadata,
+                    "buffers": len(buffers),
+                }
+            )
+            batch.buffers.extend(buffers)
+            batch.remaining -= 1
+            batch.last_runtime = runtime
+            self._flush_if_due(batch)
+            if outputs:
+                kernel._publish_status("idle", "shell", parent=parent)
+            return None
+        if batch is not None:
+            batch.remaining -= 1
+            self._flush(batch)
         _, frames = self.codec.encode(
             "apply_reply",
             reply["content"],
@@ -230,6 +361,27 @@ class TaskChannel:
         if tracker is not None and not tracker.done:
             return kernel._wait_until_sent(tracker)
         return None
+
+    def _flush_if_due(self, batch: _ReplyBatch) -> None:
+        """Send a batch's collected replies once all are in, or once the first has waited long."""
+        if batch.remaining <= 0 or (
+            batch.entries and time.perf_counter() - batch.first >= BATCH_FLUSH_INTERVAL
+        ):
+            self._flush(batch)
+
+    def _flush(self, batch: _ReplyBatch) -> None:
+        if not batch.entries:
+            return
+        _, frames = self.codec.encode(
+            "apply_batch_reply",
+            {"replies": batch.entries},
+            parent=batch.parent,
+            idents=batch.idents,
+        )
+        self.codec.send(self.socket, frames, batch.buffers)
+        batch.entries = []
+        batch.buffers = []
+        self._receive()
 
     def _send(self, msg_type: str, content: dict[str, Any], parent: Any, idents: list[Any]):
         _, frames = self.codec.encode(msg_type, content, parent=parent, idents=idents)

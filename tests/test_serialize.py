@@ -148,3 +148,64 @@ def test_malformed_frames_raise_deserialization_errors() -> None:
     assert info.value.part == "function"
     with pytest.raises(serialize.DeserializationError, match="no frames"):
         serialize.unpack([])
+
+
+# -- a function sent many times is pickled once, unless pickling again could differ
+
+SCALE = 2
+HISTORY = [1]
+
+
+def scaled(x):
+    return x * SCALE
+
+
+def history():
+    return list(HISTORY)
+
+
+def call_through_the_wire(f, *args):
+    content, buffers = serialize.pack_apply(f, args)
+    g, a, k = serialize.unpack_apply(content, buffers)
+    return g(*a, **k)
+
+
+def test_rebinding_a_global_a_function_reads_is_seen_by_the_next_call() -> None:
+    global SCALE
+    assert call_through_the_wire(scaled, 5) == 10
+    assert call_through_the_wire(scaled, 5) == 10
+    SCALE = 3
+    try:
+        assert call_through_the_wire(scaled, 5) == 15
+    finally:
+        SCALE = 2
+
+
+def test_mutating_a_global_a_function_reads_is_seen_by_the_next_call() -> None:
+    assert call_through_the_wire(history) == [1]
+    HISTORY.append(2)
+    try:
+        assert call_through_the_wire(history) == [1, 2]
+    finally:
+        HISTORY.pop()
+
+
+def test_changed_defaults_and_a_redefined_function_are_seen() -> None:
+    def offset(x, by=1):
+        return x + by
+
+    assert call_through_the_wire(offset, 1) == 2
+    offset.__defaults__ = (10,)
+    assert call_through_the_wire(offset, 1) == 11
+
+    def offset(x, by=100):  # redefined, as when a notebook cell runs again
+        return x + by
+
+    assert call_through_the_wire(offset, 1) == 101
+
+
+def test_a_cached_function_pickle_is_reused_only_for_the_same_function() -> None:
+    first = serialize.pack_apply(scaled, (1,))[1][0]
+    again = serialize.pack_apply(scaled, (1,))[1][0]
+    assert first is again  # the same frames: pickled once
+    assert serialize.pack_apply(history, ())[1][0] is not serialize.pack_apply(history, ())[1][0]

@@ -161,3 +161,64 @@ def test_large_results_travel_as_buffers(kernel: Driver, tasks: TaskSocket) -> N
     reply = tasks.reply()
     assert any(len(buffer) == len(blob) for buffer in reply["buffers"])
     assert tasks.result(reply) == blob
+
+
+def send_batch(tasks: TaskSocket, calls: list[tuple[Any, tuple]]) -> list[str]:
+    entries, buffers, ids = [], [], []
+    for i, (f, args) in enumerate(calls):
+        content, task_buffers = serialize.pack_apply(f, args, {})
+        ids.append(f"task-{i}-{time.monotonic_ns()}")
+        entries.append({"msg_id": ids[-1], "content": content, "buffers": len(task_buffers)})
+        buffers += task_buffers
+    msg = tasks.session.msg("apply_batch_request", {"tasks": entries})
+    tasks.session.send(tasks.socket, msg, buffers=buffers)
+    return ids
+
+
+def batch_replies(tasks: TaskSocket, count: int) -> dict[str, tuple[dict, list]]:
+    """Collect ``count`` task replies from batch replies (and single aborted replies)."""
+    found: dict[str, tuple[dict, list]] = {}
+    while len(found) < count:
+        reply = tasks.reply()
+        if reply["msg_type"] == "apply_reply":
+            found[reply["parent_header"]["msg_id"]] = (reply, reply["buffers"])
+            continue
+        assert reply["msg_type"] == "apply_batch_reply"
+        start = 0
+        for entry in reply["content"]["replies"]:
+            end = start + entry["buffers"]
+            found[entry["msg_id"]] = (entry, reply["buffers"][start:end])
+            start = end
+    return found
+
+
+def test_a_batch_runs_each_task_as_its_own_request(kernel: Driver, tasks: TaskSocket) -> None:
+    ids = send_batch(tasks, [(add, (1, 2)), (fail, ()), (shout, ("hi",))])
+    found = batch_replies(tasks, 3)
+    ok, error, printed = (found[i] for i in ids)
+    assert serialize.unpack_result(ok[0]["content"], ok[1]) == 3
+    assert error[0]["content"]["ename"] == "ValueError"
+    assert serialize.unpack_result(printed[0]["content"], printed[1]) == "HI"
+    assert printed[0]["metadata"]["outputs"] == 1
+    assert all(isinstance(found[i][0]["metadata"]["runtime"], float) for i in ids)
+    stream = [m for m in kernel.iopub(ids[2]) if m["msg_type"] == "stream"]
+    assert stream[0]["content"]["text"] == "hi\n"
+    assert stream[0]["parent_header"]["msg_id"] == ids[2]
+
+
+def test_a_member_of_a_batch_can_be_aborted(kernel: Driver, tasks: TaskSocket) -> None:
+    ids = send_batch(tasks, [(time.sleep, (1,)), (add, (1, 1)), (add, (2, 2))])
+    time.sleep(0.2)
+    assert kernel.control("abort_request", {"msg_ids": [ids[1]]})["content"]["pending"] == [ids[1]]
+    found = batch_replies(tasks, 3)
+    assert [found[i][0]["content"]["status"] for i in ids] == ["ok", "aborted", "ok"]
+
+
+def test_a_malformed_batch_gets_an_error_reply(kernel: Driver, tasks: TaskSocket) -> None:
+    msg = tasks.session.msg("apply_batch_request", {"tasks": [{"msg_id": 5}]})
+    tasks.session.send(tasks.socket, msg)
+    reply = tasks.reply()
+    assert reply["msg_type"] == "apply_batch_reply"
+    assert reply["content"]["ename"] == "MalformedMessage"
+    tasks.send_apply(add, 1, 1)
+    assert tasks.result(tasks.reply()) == 2
