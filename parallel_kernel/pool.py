@@ -689,7 +689,8 @@ class Pool(Executor):
 
     def _queued_tasks(self) -> Iterator[_Task]:
         for job in self._scheduler.queue:
-            yield job.task
+            if job.task is not None:
+                yield job.task
 
     def _schedule(self) -> None:
         """Send every queued task that an engine can take now.
@@ -699,7 +700,11 @@ class Pool(Executor):
         """
         batches: dict[int, list[_Task]] = {}
         for job, engine_id in self._scheduler.assignments():
-            task: _Task = job.task
+            task: _Task | None = job.task
+            if task is None:  # resolved while queued
+                if engine_id >= 0:
+                    self._scheduler.finished(engine_id, job.cost)
+                continue
             if engine_id < 0:
                 self._resolve(task, error=self._scheduler.reason(job))
                 continue
@@ -839,18 +844,22 @@ class Pool(Executor):
     def _resolve(self, task: _Task, result: Any = None, error: BaseException | None = None):
         self._cancel_timer(task)
         future = task.future
-        if future.done() or not future.set_running_or_notify_cancel():
+        if future.done():
             return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+        if future.set_running_or_notify_cancel():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        _release(task)
 
     # ------------------------------------------------------------------ cancel, interrupt
 
     def _cancel(self, future: TaskFuture) -> bool:
         """Cancel a task for ``TaskFuture.cancel``: locally, or by aborting it at its engine."""
-        task: _Task = future._task
+        task: _Task | None = future._task
+        if task is None:
+            return False
         if threading.current_thread() is self._thread:
             return self._cancel_queued(task)
         try:
@@ -887,7 +896,9 @@ class Pool(Executor):
         return False
 
     def _interrupt_task(self, future: TaskFuture) -> bool:
-        task: _Task = future._task
+        task: _Task | None = future._task
+        if task is None:
+            return False
         return self._run(self._interrupt_if_running(task), timeout=CONTROL_TIMEOUT + 5)
 
     async def _interrupt_if_running(self, task: _Task) -> bool:
@@ -1120,6 +1131,24 @@ class Pool(Executor):
     def __repr__(self) -> str:
         states = ", ".join(f"{e.id}:{e.state}" for e in self.engines)
         return f"<Pool of {len(self._engines)} engines ({states})>"
+
+
+#: What a resolved task keeps of its reply: that there was one.
+_ANSWERED: dict[str, Any] = {"content": {}, "metadata": {}, "buffers": []}
+
+
+def _release(task: _Task) -> None:
+    """Let a resolved task's request, reply and future be freed as soon as the user drops them.
+
+    Task, job and future refer to each other; without this, a large argument
+    or result would live until the cyclic garbage collector happens to run.
+    """
+    task.content = {}
+    task.buffers = []
+    if task.reply is not None:
+        task.reply = _ANSWERED
+    task.job.task = None
+    task.future._task = None
 
 
 def _kind(fn: Any) -> str | None:

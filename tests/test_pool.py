@@ -343,3 +343,21 @@ def test_a_pool_inside_a_notebook() -> None:
     assert "14850" in printed
     assert nb.cells[1].outputs[0].data["text/plain"] == "1024"
     assert "stopped" in nb.cells[2].outputs[0].text
+
+
+def test_a_result_is_freed_as_soon_as_its_future_is_dropped(pool: Pool) -> None:
+    """No reference cycle keeps a large result (or argument) alive until a garbage collection."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        argument = np.ones(2_000_000)
+        future = pool.submit(np.negative, argument)
+        result = future.result(30)
+        assert result[0] == -1.0
+        freed = weakref.ref(result)
+        del future, result
+        assert freed() is None
+    finally:
+        gc.enable()
