@@ -54,8 +54,12 @@ class WireError(ValueError):
         self.header = header
 
 
+_encoder = json.JSONEncoder(default=json_default, ensure_ascii=False, allow_nan=False)
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, default=json_default, ensure_ascii=False, allow_nan=False).encode()
+    # one encoder for all: json.dumps builds a new one per call when given options
+    return _encoder.encode(obj).encode()
 
 
 def _now() -> str:

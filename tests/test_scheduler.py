@@ -41,6 +41,20 @@ def test_least_loaded_then_least_recently_used_up_to_hwm() -> None:
     assert [engine for _, engine in s.assignments()] == [1]
 
 
+def test_an_idle_pool_reuses_the_engine_that_ran_last() -> None:
+    s = scheduler()
+    for expected in (0, 0, 0):
+        s.queue.append(Job())
+        assert [engine for _, engine in s.assignments()] == [expected]
+        s.finished(expected)
+    s.queue.extend([Job(target=1), Job()])
+    assert [engine for _, engine in s.assignments()] == [1, 0]
+    s.finished(1)
+    s.finished(0)
+    s.queue.append(Job())
+    assert [engine for _, engine in s.assignments()] == [0]
+
+
 def test_targets_and_unavailable_engines() -> None:
     s = scheduler()
     s.set_available(0, False)
