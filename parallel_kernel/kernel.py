@@ -21,6 +21,7 @@ import functools
 import inspect
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from signal import SIGINT, signal
@@ -44,6 +45,8 @@ ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 _MISSING = object()
+#: Seconds after which a task's output is flushed even if its buffers look empty.
+FORCED_FLUSH_AFTER = 0.05
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -51,7 +54,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 class ApplyCall:
     """One apply request between its call and its reply."""
 
-    __slots__ = ("error", "failure", "metadata", "name", "parent", "pending", "result")
+    __slots__ = ("error", "failure", "metadata", "name", "parent", "pending", "result", "started")
 
     def __init__(self, parent: dict[str, Any], metadata: dict[str, Any]) -> None:
         self.parent = parent
@@ -61,6 +64,7 @@ class ApplyCall:
         self.error: ExcInfo | None = None
         self.pending: Any = None
         self.failure: BaseException | None = None
+        self.started = time.perf_counter()
 
 
 class ParallelKernel(IPythonKernel):
@@ -264,7 +268,12 @@ class ParallelKernel(IPythonKernel):
             reply_content = self._error_reply(type(exc), exc, None)
             buffers = []
         call.result = None
-        self._flush_output()
+        try:
+            # a task long enough for ipykernel's timed flush to have started sending its
+            # output (which empties the buffers before the send) is flushed for certain
+            self._flush_output(force=time.perf_counter() - call.started > FORCED_FLUSH_AFTER)
+        except Exception:
+            self.log.exception("Could not flush a task's output")
         metadata = self.finish_metadata(call.parent, call.metadata, reply_content)
         return {"content": reply_content, "parent": call.parent, "metadata": metadata}, buffers
 
@@ -374,15 +383,15 @@ class ParallelKernel(IPythonKernel):
             signal(SIGINT, saved)
 
     @staticmethod
-    def _flush_output() -> None:
+    def _flush_output(force: bool = True) -> None:
         """Send pending stdout/stderr before the reply, so output precedes it.
 
         A flush of ipykernel's ``OutStream`` is a blocking round trip to the
-        IOPub thread even when nothing was written (about 0.1 ms each), so a
-        stream whose buffers are empty is left alone.
+        IOPub thread even when nothing was written (about 0.1 ms each), so
+        unless ``force`` a stream whose buffers are empty is left alone.
         """
         for stream in (sys.stdout, sys.stderr):
-            if stream is not None and getattr(stream, "_buffers", True):
+            if stream is not None and (force or getattr(stream, "_buffers", True)):
                 stream.flush()
 
     async def _wait_until_sent(self, tracker: Any) -> None:

@@ -84,6 +84,7 @@ class _Task:
     """One request the pool sends to an engine on behalf of a future."""
 
     __slots__ = (
+        "batched",
         "buffers",
         "cancel_requested",
         "channel",
@@ -116,6 +117,7 @@ class _Task:
         kind: str | None = None,
     ) -> None:
         self.kind = kind
+        self.batched = False
         self.future = future
         self.msg_type = msg_type
         self.content = content
@@ -637,7 +639,9 @@ class Pool(Executor):
         if task.future.done():
             return
         task.job.task = task
-        task.job.cost = self._cost(task.kind)
+        # a task with a timeout is timed from its own busy status, which only the
+        # shell channel publishes: it goes there, alone
+        task.job.cost = 1.0 if task.timeout is not None else self._cost(task.kind)
         self._scheduler.queue.append(task.job)
         if schedule:
             self._schedule()
@@ -714,13 +718,22 @@ class Pool(Executor):
             engine = self._engines[engine_id]
             task.engine_id = engine_id
             task.future.engine_id = engine_id
-            if task.msg_type == "apply_request" and engine.client.has_task_channel:
-                task.channel = "task"
-                batches.setdefault(engine_id, []).append(task)
+            if engine.client is None:
+                self._unreachable(engine, [task], ConnectionError("its sockets are closed"))
                 continue
-            task.channel = "shell"
+            if (
+                task.msg_type == "apply_request"
+                and task.timeout is None
+                and engine.client.has_task_channel
+            ):
+                task.channel = "task"
+                if job.cost < 1.0:
+                    batches.setdefault(engine_id, []).append(task)
+                    continue
+            else:
+                task.channel = "shell"
             try:
-                msg_id = engine.client.send("shell", task.msg_type, task.content, task.buffers)
+                msg_id = engine.client.send(task.channel, task.msg_type, task.content, task.buffers)
             except Exception as exc:
                 self._unreachable(engine, [task], exc)
                 continue
@@ -739,6 +752,7 @@ class Pool(Executor):
                 self._unreachable(engine, tasks, exc)
                 continue
             for task, msg_id in zip(tasks, msg_ids, strict=True):
+                task.batched = len(tasks) > 1
                 self._sent(engine, task, msg_id)
 
     def _sent(self, engine: _EngineState, task: _Task, msg_id: str) -> None:
@@ -906,6 +920,9 @@ class Pool(Executor):
             return False
         engine = self._engines[task.engine_id]
         if engine.running != task.msg_id:
+            return False
+        if task.batched and len(engine.inflight) > 1:
+            # its reply may be waiting for the rest of its batch while the next task runs
             return False
         await self._interrupt_engine(engine)
         return True
@@ -1152,12 +1169,16 @@ def _release(task: _Task) -> None:
 
 
 def _kind(fn: Any) -> str | None:
-    """What tasks of ``fn`` have in common, for run-time estimates: its module and name."""
+    """What tasks of ``fn`` have in common, for run-time estimates: its name and code.
+
+    (Every lambda has the same name; its code object tells them apart.)
+    """
     target = fn.func if isinstance(fn, functools.partial) else fn
     name = getattr(target, "__qualname__", None)
     if not isinstance(name, str):
         return None
-    return f"{getattr(target, '__module__', None)}.{name}"
+    code = getattr(target, "__code__", None)
+    return f"{getattr(target, '__module__', None)}.{name}:{id(code) if code else ''}"
 
 
 def _abandon(

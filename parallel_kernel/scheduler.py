@@ -161,27 +161,29 @@ class Scheduler:
         """
         queue = self.queue
         waiting: list[Job] = []
-        while queue:
-            job = queue.popleft()
-            if self.check(job) is not None:
-                yield job, -1
-                continue
-            if any(d is not None and d.state() != "met" for d in (job.after, job.follow)):
-                waiting.append(job)
-                continue
-            engine_id = self._pick(job)
-            if engine_id is None:
-                waiting.append(job)
-                if job.target is None and job.follow is None and not job.blacklist:
-                    # later untargeted jobs could not do better: keep submission order,
-                    # and leave the rest of the queue untouched (no O(queue) work per call)
-                    break
-                continue
-            slot = self.engines[engine_id]
-            slot.outstanding += job.cost
-            slot.last_used = next(self._clock)
-            yield job, engine_id
-        queue.extendleft(reversed(waiting))
+        try:
+            while queue:
+                job = queue.popleft()
+                if self.check(job) is not None:
+                    yield job, -1
+                    continue
+                if any(d is not None and d.state() != "met" for d in (job.after, job.follow)):
+                    waiting.append(job)
+                    continue
+                engine_id = self._pick(job)
+                if engine_id is None:
+                    waiting.append(job)
+                    if job.target is None and job.follow is None and not job.blacklist:
+                        # later untargeted jobs could not do better: keep submission order,
+                        # and leave the rest of the queue untouched (no O(queue) work per call)
+                        break
+                    continue
+                slot = self.engines[engine_id]
+                slot.outstanding += job.cost
+                slot.last_used = next(self._clock)
+                yield job, engine_id
+        finally:
+            queue.extendleft(reversed(waiting))
 
     def _pick(self, job: Job) -> int | None:
         best: EngineSlot | None = None

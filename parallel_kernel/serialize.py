@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Callable, Sequence
-from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 import cloudpickle
@@ -191,10 +191,11 @@ class _FunctionCache:
     cloudpickle copies a function defined in a notebook or script by value,
     with the current values of the globals it names.  The pickle is reused
     only while each of those globals is still bound to the same object and
-    that object is immutable (numbers, strings, tuples of them) or pickled by
-    reference (modules, importable functions and classes), and the function
-    has no closure, no mutable defaults and no attributes: then pickling it
-    again would give the same bytes.  Annotations count like globals.
+    that object is immutable (numbers, strings, tuples of them) or a plain
+    module (not a package) pickled by name, and the function has no closure,
+    no mutable defaults, no attributes, and the same name, module and doc:
+    then pickling it again would give the same bytes.  Annotations must be
+    strings or builtin types.  Anything else is pickled afresh every time.
     """
 
     def __init__(self, size: int = 256) -> None:
@@ -202,8 +203,8 @@ class _FunctionCache:
         self.entries: dict[int, tuple[Any, tuple[Any, ...], list[Frame]]] = {}
 
     def frames(self, f: Any) -> list[Frame]:
-        if type(f) is not FunctionType:
-            return pack(f)
+        if type(f) is not FunctionType or cloudpickle.cloudpickle._should_pickle_by_reference(f):
+            return pack(f)  # a reference is cheap to pickle, and may change meaning
         entry = self.entries.get(id(f))
         if entry is not None and entry[0] is f and self._same(f, entry[1]):
             return entry[2]
@@ -211,7 +212,7 @@ class _FunctionCache:
         snapshot = self._snapshot(f)
         if snapshot is not None:
             if len(self.entries) >= self.size:
-                self.entries.pop(next(iter(self.entries)))
+                self.entries.pop(next(iter(self.entries), None), None)
             self.entries[id(f)] = (f, snapshot, frames)
         return frames
 
@@ -219,7 +220,9 @@ class _FunctionCache:
         if f.__closure__ or f.__dict__ or f.__kwdefaults__:
             return None
         annotations = tuple(f.__annotations__.items())
-        if not all(_immutable(v) or _by_reference(v) for _, v in annotations):
+        if not all(
+            _immutable(v) or (type(v) is type and v in _BUILTIN_TYPES) for _, v in annotations
+        ):
             return None
         if f.__defaults__ and not all(_immutable(d) for d in f.__defaults__):
             return None
@@ -227,18 +230,27 @@ class _FunctionCache:
         namespace = f.__globals__
         for name in _global_names(f.__code__):
             value = namespace.get(name, _UNBOUND)
-            if value is not _UNBOUND and not _immutable(value) and not _by_reference(value):
+            if value is not _UNBOUND and not _immutable(value) and not _plain_module(value):
                 return None
             values.append(value)
-        return (f.__code__, f.__defaults__, f.__name__, f.__qualname__, annotations, *values)
+        return (
+            f.__code__,
+            f.__defaults__,
+            f.__name__,
+            f.__qualname__,
+            f.__doc__,
+            f.__module__,
+            annotations,
+            *values,
+        )
 
     def _same(self, f: FunctionType, snapshot: tuple[Any, ...]) -> bool:
-        current = (f.__code__, f.__defaults__, f.__name__, f.__qualname__)
+        current = (f.__code__, f.__defaults__, f.__name__, f.__qualname__, f.__doc__, f.__module__)
         if any(a is not b for a, b in zip(current, snapshot, strict=False)):
             return False
         if f.__closure__ or f.__dict__ or f.__kwdefaults__:
             return False
-        annotations = snapshot[4]
+        annotations = snapshot[6]
         if len(f.__annotations__) != len(annotations) or any(
             f.__annotations__.get(key, _UNBOUND) is not value for key, value in annotations
         ):
@@ -247,11 +259,13 @@ class _FunctionCache:
         names = _global_names(f.__code__)
         return all(
             namespace.get(name, _UNBOUND) is value
-            for name, value in zip(names, snapshot[5:], strict=True)
+            and (not isinstance(value, ModuleType) or _plain_module(value))
+            for name, value in zip(names, snapshot[7:], strict=True)
         )
 
 
 _UNBOUND = object()
+_BUILTIN_TYPES = frozenset({int, float, complex, str, bytes, bool, object, type(None)})
 _names_of: dict[CodeType, tuple[str, ...]] = {}
 
 
@@ -265,7 +279,7 @@ def _global_names(code: CodeType) -> tuple[str, ...]:
                 found.update(dict.fromkeys(_global_names(const)))
         names = _names_of[code] = tuple(found)
         if len(_names_of) > 4096:
-            _names_of.pop(next(iter(_names_of)))
+            _names_of.pop(next(iter(_names_of), None), None)
     return names
 
 
@@ -278,13 +292,17 @@ def _immutable(value: Any) -> bool:
     return False
 
 
-def _by_reference(value: Any) -> bool:
-    """Modules, and functions and classes cloudpickle sends by name (never by value)."""
-    if isinstance(value, ModuleType):
-        return not cloudpickle.cloudpickle._is_registered_pickle_by_value(value)
-    if isinstance(value, (FunctionType, BuiltinFunctionType, type)):
-        return cloudpickle.cloudpickle._should_pickle_by_reference(value)
-    return False
+def _plain_module(value: Any) -> bool:
+    """A module pickled by name whose pickle cannot depend on which submodules are imported.
+
+    (cloudpickle records the submodules a function reaches through a package,
+    so a function naming a package is never cached.)
+    """
+    return (
+        isinstance(value, ModuleType)
+        and not hasattr(value, "__path__")
+        and not cloudpickle.cloudpickle._is_registered_pickle_by_value(value)
+    )
 
 
 _functions = _FunctionCache()

@@ -91,6 +91,8 @@ class OutputCounter:
 
 #: Seconds a finished task's reply may wait for the rest of its batch before it is sent.
 BATCH_FLUSH_INTERVAL = 0.002
+#: Seconds of tasks run in one go before the loop serves other messages.
+DRAIN_SLICE = 0.005
 
 
 class _ReplyBatch:
@@ -146,7 +148,9 @@ class TaskChannel:
     # (``_receive``) before it lets the loop sleep.
 
     def _readable(self) -> None:
-        if not self.draining:
+        if self.draining:
+            self._receive()  # re-arms the descriptor; the running drain takes the messages
+        else:
             self._drain()
 
     def _receive(self) -> None:
@@ -154,59 +158,60 @@ class TaskChannel:
         while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self.queue.append(socket.recv_multipart(zmq.NOBLOCK, copy=False))
 
-    def _drain(self) -> None:
-        """Run queued tasks right here while nothing else holds the main shell."""
-        self.draining = True
+    def _shell_wanted(self) -> bool:
+        """Whether a cell (or a clear) holds or waits for the main shell's lock."""
         lock = self.kernel._main_asyncio_lock
+        return lock.locked() or any(not w.done() for w in getattr(lock, "_waiters", None) or ())
+
+    def _drain(self) -> None:
+        """Run queued tasks right here while nothing else wants the main shell.
+
+        After ``DRAIN_SLICE`` seconds the rest waits for the next loop turn, so
+        shell and control messages queued meanwhile are served between tasks,
+        as they are between shell requests.
+        """
+        self.draining = True
+        deadline = time.perf_counter() + DRAIN_SLICE
         while True:
             self._receive()
             if not self.queue:
                 self.draining = False
                 return
-            if lock.locked():
+            if self._shell_wanted():
                 self._drainer = asyncio.ensure_future(self._drain_holding_lock())
                 return
-            waiting = self._serve_guarded(self.queue.popleft())
+            if time.perf_counter() > deadline:
+                self.loop.call_soon(self._drain)
+                return
+            waiting = self._serve_logged(self.queue.popleft())
             if waiting is not None:
                 self._drainer = asyncio.ensure_future(self._drain_holding_lock(waiting))
                 return
 
     async def _drain_holding_lock(self, waiting: Any = None) -> None:
-        """Finish a task that has to wait, then keep draining, holding the main shell's lock."""
+        """Take the main shell's lock (after any cell), finish one task, and go on draining."""
         try:
             async with self.kernel._main_asyncio_lock:
+                if waiting is None:
+                    self._receive()
+                    if self.queue:
+                        waiting = self._serve_logged(self.queue.popleft())
                 if waiting is not None:
                     await waiting
-                while True:
-                    self._receive()
-                    if not self.queue:
-                        break
-                    waiting = self._serve_guarded(self.queue.popleft())
-                    if waiting is not None:
-                        await waiting
         except Exception:
             self.kernel.log.exception("Task channel failure")
-        finally:
-            self.draining = False
-        self._receive()
-        if self.queue:
-            self._drain()
+        self.loop.call_soon(self._drain)
 
-    def _serve_guarded(self, item: Any) -> Any:
+    def _serve_logged(self, item: Any) -> Any:
         try:
             return self._serve(item)
-        except BaseException:
-            # only an interrupt landing between the task's end and its reply gets here
-            self.outputs.stop()
-            self.kernel.log.exception("A task-channel request failed without a reply")
-            if isinstance(item, _Member):
-                item.batch.remaining -= 1
-                self._flush_if_due(item.batch)
+        except Exception:
+            # a failure to decode or to answer at all (a task's own failures are answered)
+            self.kernel.log.exception("Task channel failure")
             return None
 
     def _serve(self, item: Any) -> Any:
         """Answer one message; return an awaitable if the answer is not complete yet."""
-        kernel = self.kernel
         batch = None
         if isinstance(item, _Member):
             idents, msg, batch = item.idents, item.msg, item.batch
@@ -231,6 +236,14 @@ class TaskChannel:
                     idents,
                 )
                 return None
+        try:
+            return self._run(idents, msg, batch)
+        except BaseException as exc:
+            self._fail(idents, msg, batch, exc)
+            return None
+
+    def _run(self, idents: list[bytes], msg: dict[str, Any], batch: _ReplyBatch | None) -> Any:
+        kernel = self.kernel
         kernel.set_parent(idents, msg, channel="shell")
         if not kernel.should_handle(self.socket, msg, idents):
             if batch is not None:
@@ -310,10 +323,55 @@ class TaskChannel:
     async def _finish_later(
         self, call: Any, idents: list[bytes], batch: _ReplyBatch | None, started: float
     ) -> None:
-        call.result, call.error = await self.kernel._await_interruptibly(call.pending, call.name)
-        waiting = self._reply(call, idents, batch, time.perf_counter() - started)
+        try:
+            call.result, call.error = await self.kernel._await_interruptibly(
+                call.pending, call.name
+            )
+            waiting = self._reply(call, idents, batch, time.perf_counter() - started)
+        except BaseException as exc:
+            self._fail(idents, call.parent, batch, exc)
+            return
         if waiting is not None:
             await waiting
+
+    def _fail(
+        self,
+        idents: list[bytes],
+        msg: dict[str, Any],
+        batch: _ReplyBatch | None,
+        exc: BaseException,
+    ) -> None:
+        """Answer a task whose handling failed outside the user's code (it must not hang)."""
+        self.outputs.stop()
+        self.kernel.log.error("A task-channel request failed: %r", exc, exc_info=exc)
+        try:
+            content = error_content(
+                type(exc).__name__, f"the kernel failed to handle this apply_request: {exc!r}"
+            )
+            metadata = {"status": "error", "outputs": 0, "engine_id": self.kernel.engine_id}
+            if batch is not None:
+                batch.entries.append(
+                    {
+                        "msg_id": msg["header"]["msg_id"],
+                        "content": content,
+                        "metadata": metadata,
+                        "buffers": 0,
+                    }
+                )
+                batch.remaining -= 1
+                self._flush(batch)
+                return
+            _, frames = self.codec.encode(
+                "apply_reply",
+                content,
+                parent=msg.get("raw_header") or msg["header"],
+                metadata=metadata,
+                idents=idents,
+            )
+            self.codec.send(self.socket, frames, [])
+            self._receive()
+        except Exception:
+            self.kernel.log.exception("Could not answer a failed task-channel request")
 
     def _reply(
         self, call: Any, idents: list[bytes], batch: _ReplyBatch | None, runtime: float

@@ -283,3 +283,80 @@ def test_engines_stop_when_the_client_exits_without_shutdown(tmp_path: Path) -> 
             break
         assert time.monotonic() < deadline, "the engine outlived its client"
         time.sleep(0.1)
+
+
+# -- the task channel under stress: found in review, kept fixed
+
+
+def break_stdout():
+    import builtins
+    import sys
+
+    builtins._kept_stdout = sys.stdout
+    closed = open(os.devnull, "w")  # noqa: SIM115
+    closed.close()
+    sys.stdout = closed
+    return "broke"
+
+
+def restore_stdout():
+    import builtins
+    import sys
+
+    sys.stdout = builtins._kept_stdout
+    return "restored"
+
+
+def test_a_task_that_breaks_the_kernels_stdout_still_gets_replies() -> None:
+    with Pool(1) as pool:
+        assert pool.submit(break_stdout).result(30) == "broke"
+        assert pool.submit(abs, -3).result(30) == 3  # answered, not left hanging
+        assert pool.submit(restore_stdout).result(30) == "restored"
+        assert pool.submit(abs, -4).result(30) == 4
+
+
+async def cpu_while_awaiting(seconds):
+    import asyncio
+    import time
+
+    start = time.process_time()
+    await asyncio.sleep(seconds)
+    return time.process_time() - start
+
+
+def test_an_engine_awaiting_a_task_does_not_spin_on_queued_messages() -> None:
+    with Pool(1) as pool:
+        awaiting = pool.submit(cpu_while_awaiting, 2)
+        time.sleep(0.3)
+        queued = pool.submit(abs, -1)
+        assert awaiting.result(30) < 0.5  # seconds of CPU in 2 s; a busy loop uses ~2
+        assert queued.result(30) == 1
+
+
+def sleep_for(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_timeout_holds_for_a_function_known_to_be_short() -> None:
+    with Pool(1) as pool:
+        for future in [pool.submit(sleep_for, 0) for _ in range(50)]:
+            future.result(30)
+        neighbour = pool.submit(sleep_for, 0)
+        slow = pool.submit(sleep_for, 30, timeout=1)
+        with pytest.raises(TaskTimeout):
+            slow.result(20)
+        assert neighbour.result(5) == 0
+
+
+def test_control_requests_are_served_during_a_long_backlog_of_short_tasks() -> None:
+    with Pool(1) as pool:
+        pool.push({"marker": 1})
+        futures = [pool.submit(sleep_for, 0.005) for _ in range(600)]
+        while not futures[50].done():
+            time.sleep(0.01)
+        pool.clear()  # on control: answered between tasks, not after the backlog
+        assert not futures[-1].done()
+        assert [f.result(60) for f in futures] == [0.005] * 600

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import pickle
 import threading
 
@@ -209,3 +210,33 @@ def test_a_cached_function_pickle_is_reused_only_for_the_same_function() -> None
     again = serialize.pack_apply(scaled, (1,))[1][0]
     assert first is again  # the same frames: pickled once
     assert serialize.pack_apply(history, ())[1][0] is not serialize.pack_apply(history, ())[1][0]
+
+
+def documented(x):
+    """Version one."""
+    return x
+
+
+def test_a_changed_name_module_or_doc_is_pickled_again() -> None:
+    f = documented
+    first = serialize.pack_apply(f, (1,))[1][0]
+    f.__doc__ = "Version two."
+    try:
+        again = serialize.pack_apply(f, (1,))
+        assert again[1][0] is not first
+        g, _, _ = serialize.unpack_apply(*again)
+        assert g.__doc__ == "Version two."
+    finally:
+        f.__doc__ = "Version one."
+
+
+def subject(text):
+    return email.message_from_string(text)["Subject"]
+
+
+def test_a_function_reaching_through_a_package_is_never_cached() -> None:
+    # which submodules of a package are imported can change between two pickles
+    assert (
+        serialize.pack_apply(subject, ("",))[1][0] is not serialize.pack_apply(subject, ("",))[1][0]
+    )
+    assert serialize.pack_apply(scaled, (1,))[1][0] is serialize.pack_apply(scaled, (1,))[1][0]
