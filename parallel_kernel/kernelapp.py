@@ -41,6 +41,11 @@ class ParallelKernelApp(IPKernelApp):
         self.task_socket.linger = 1000
         self.task_socket.router_handover = 1
         self._apply_curve_server_options(self.task_socket)
+        if self.transport == "ipc" and self.task_port <= 0:
+            # ipc "ports" are file-name suffixes picked by counting up from 1; the
+            # heartbeat's is not bound yet, so start past every port of the connection
+            ports = (self.shell_port, self.stdin_port, self.control_port)
+            self.task_port = max((*ports, self.iopub_port, self.hb_port)) + 1
         self.task_port = self._bind_socket(self.task_socket, self.task_port)
         self.log.debug("task ROUTER Channel on port: %i", self.task_port)
 

@@ -360,3 +360,19 @@ def test_control_requests_are_served_during_a_long_backlog_of_short_tasks() -> N
         pool.clear()  # on control: answered between tasks, not after the backlog
         assert not futures[-1].done()
         assert [f.result(60) for f in futures] == [0.005] * 600
+
+
+def test_a_pool_connects_to_an_engine_on_ipc_sockets(tmp_path, monkeypatch) -> None:
+    """ipc "ports" are file suffixes; the task channel must not take the heartbeat's."""
+    monkeypatch.chdir(tmp_path)
+    manager = KernelManager(kernel_name="parallel", transport="ipc")
+    manager.start_kernel()
+    try:
+        with Pool.connect([manager.connection_file]) as pool:
+            assert pool.submit(abs, -5).result(30) == 5
+            assert pool.engines[0].state == "idle"
+        info = json.loads(Path(manager.connection_file).read_text())
+        ports = {info[k] for k in ("shell_port", "iopub_port", "stdin_port", "control_port")}
+        assert info["task_port"] not in ports | {info["hb_port"]}
+    finally:
+        manager.shutdown_kernel(now=True)
