@@ -173,6 +173,10 @@ class Pool(Executor):
     arrives, each line prefixed with its engine id.  ``transport_encryption``
     (``"auto"``, ``"required"`` or ``"disabled"``) is passed to jupyter_client:
     by default engines whose kernelspec supports CurveZMQ use it.
+    ``task_channel=False`` sends every task on the shell channel instead of the
+    engines' task channel: slower, but served even while an engine runs a GUI
+    event loop (``%gui qt``, interactive matplotlib backends), which hands
+    control back to the kernel only for shell messages.
     """
 
     def __init__(
@@ -186,6 +190,7 @@ class Pool(Executor):
         extra_arguments: list[str] | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
         transport_encryption: str = "auto",
+        task_channel: bool = True,
         _connection_files: list[str] | None = None,
     ) -> None:
         if hwm < 1:
@@ -202,6 +207,7 @@ class Pool(Executor):
         self.restart = restart
         self.startup_timeout = startup_timeout
         self.transport_encryption = transport_encryption
+        self.task_channel = task_channel
         self._extra_arguments = list(extra_arguments or [])
         self._scheduler = Scheduler()
         self._engines: dict[int, _EngineState] = {}
@@ -357,7 +363,7 @@ class Pool(Executor):
             )
         engine.uuid = parallel.get("engine_uuid")
         task_port = parallel.get("task_port")
-        if isinstance(task_port, int) and task_port > 0:
+        if self.task_channel and isinstance(task_port, int) and task_port > 0:
             engine.client.connect_task(task_port)
         engine.state = "idle"
         self._scheduler.set_available(engine.id, True)

@@ -361,3 +361,12 @@ def test_a_result_is_freed_as_soon_as_its_future_is_dropped(pool: Pool) -> None:
         assert freed() is None
     finally:
         gc.enable()
+
+
+def test_a_pool_can_keep_every_task_on_the_shell_channel() -> None:
+    with Pool(1, task_channel=False) as shell_only:
+        future = shell_only.submit(print, "by shell")
+        assert future.result(30) is None
+        assert future.stdout == "by shell\n"
+        assert "runtime" not in future.metadata  # a task-channel reply would carry it
+        assert list(shell_only.map(abs, [-1, -2])) == [1, 2]
