@@ -64,56 +64,11 @@ class System(ABC):
         """Stop the workers."""
 
 
-class ParallelKernelPool(System):
-    """Our pool, on the same footing as the peers: plain TCP, as they use."""
+class _Executor(System):
+    """A system that is a ``concurrent.futures.Executor``: ``self.executor`` once started."""
 
-    name = "parallel_kernel"
-    label = "parallel_kernel Pool"
     has_map = True
-    encryption = "disabled"
-
-    def start(self) -> None:
-        from parallel_kernel import Pool
-
-        self.pool = Pool(self.workers, transport_encryption=self.encryption)
-
-    def submit(self, fn: Any, *args: Any) -> Any:
-        return self.pool.submit(fn, *args)
-
-    def result(self, handle: Any) -> Any:
-        return handle.result(timeout=RESULT_TIMEOUT)
-
-    def map_many(self, n: int) -> None:
-        for _ in self.pool.map(noop, range(n), timeout=RESULT_TIMEOUT):
-            pass
-
-    def worker_pids(self) -> list[int]:
-        return [
-            self.pool.submit(worker_pid, engine=engine.id).result(60)
-            for engine in self.pool.engines
-        ]
-
-    def close(self) -> None:
-        self.pool.shutdown()
-
-
-class ParallelKernelPoolCurve(ParallelKernelPool):
-    """Our pool with its default transport: CurveZMQ-encrypted TCP."""
-
-    name = "parallel_kernel-curve"
-    label = "parallel_kernel Pool (CurveZMQ)"
-    encryption = "auto"
-
-
-class ProcessPool(System):
-    name = "processpool"
-    label = "ProcessPoolExecutor"
-    has_map = True
-
-    def start(self) -> None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.executor = ProcessPoolExecutor(self.workers)
+    executor: Any
 
     def submit(self, fn: Any, *args: Any) -> Any:
         return self.executor.submit(fn, *args)
@@ -125,11 +80,48 @@ class ProcessPool(System):
         for _ in self.executor.map(noop, range(n), timeout=RESULT_TIMEOUT):
             pass
 
-    def worker_pids(self) -> list[int]:
-        return list(self.executor._processes)
-
     def close(self) -> None:
         self.executor.shutdown()
+
+
+class ParallelKernelPool(_Executor):
+    """Our pool, on the same footing as the peers: plain TCP, as they use."""
+
+    name = "parallel_kernel"
+    label = "parallel_kernel Pool"
+    encryption = "disabled"
+
+    def start(self) -> None:
+        from parallel_kernel import Pool
+
+        self.executor = Pool(self.workers, transport_encryption=self.encryption)
+
+    def worker_pids(self) -> list[int]:
+        return [
+            self.executor.submit(worker_pid, engine=engine.id).result(60)
+            for engine in self.executor.engines
+        ]
+
+
+class ParallelKernelPoolCurve(ParallelKernelPool):
+    """Our pool with its default transport: CurveZMQ-encrypted TCP."""
+
+    name = "parallel_kernel-curve"
+    label = "parallel_kernel Pool (CurveZMQ)"
+    encryption = "auto"
+
+
+class ProcessPool(_Executor):
+    name = "processpool"
+    label = "ProcessPoolExecutor"
+
+    def start(self) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.executor = ProcessPoolExecutor(self.workers)
+
+    def worker_pids(self) -> list[int]:
+        return list(self.executor._processes)
 
 
 class Dask(System):
