@@ -92,6 +92,7 @@ class _Task:
         "engine_id",
         "future",
         "idle",
+        "interrupt_requested",
         "job",
         "kind",
         "msg_id",
@@ -132,6 +133,7 @@ class _Task:
         self.channel = "shell"
         self.idle = False
         self.cancel_requested = False
+        self.interrupt_requested = False
         self.timed_out = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -818,7 +820,17 @@ class Pool(Executor):
                 self._resolve(task, result=value)
             return
         if status == "aborted":
-            if not task.cancel_requested:
+            if task.interrupt_requested:
+                self._resolve(
+                    task,
+                    error=TaskInterrupted(
+                        "KeyboardInterrupt",
+                        "interrupted before it started",
+                        [],
+                        engine_id=task.engine_id,
+                    ),
+                )
+            elif not task.cancel_requested:
                 self._resolve(task, error=TaskAborted("the engine aborted this task"))
             return
         if metadata.get("dependencies_met") is False:
@@ -930,8 +942,29 @@ class Pool(Executor):
         if task.batched and len(engine.inflight) > 1:
             # its reply may be waiting for the rest of its batch while the next task runs
             return False
+        if task.channel == "task" and await self._abort_unstarted(engine, task):
+            return True
+        if task.reply is not None:
+            return False
         await self._interrupt_engine(engine)
         return True
+
+    async def _abort_unstarted(self, engine: _EngineState, task: _Task) -> bool:
+        """Stop a task-channel task that may not have started; return whether it had not.
+
+        The task channel publishes no ``busy``, so the oldest task in flight may
+        still be on its way, and a SIGINT reaching an engine between tasks is
+        ignored.  An abort settles it: either the engine will never start the
+        task (it replies ``aborted``, raised as TaskInterrupted), or it has
+        started and a SIGINT is what stops it.
+        """
+        task.interrupt_requested = True
+        waiter = self._request(engine, "control", "abort_request", {"msg_ids": [task.msg_id]})
+        try:
+            reply = await asyncio.wait_for(waiter, CONTROL_TIMEOUT)
+        except (TimeoutError, EngineDied):
+            return False
+        return task.msg_id in reply["content"].get("pending", [])
 
     async def _interrupt_engine(self, engine: _EngineState) -> None:
         if engine.manager is not None:

@@ -232,6 +232,16 @@ def test_interrupt_a_running_task(pool: Pool) -> None:
     assert pool.submit(lambda: "usable", engine=future.engine_id).result(30) == "usable"
 
 
+def test_interrupt_right_after_submit_never_gets_lost(pool: Pool) -> None:
+    # the task may still be on its way to the engine, or just starting
+    for _ in range(10):
+        future = pool.submit(time.sleep, 30, engine=0)
+        assert future.interrupt() is True
+        with pytest.raises(TaskInterrupted):
+            future.result(timeout=10)
+    assert pool.submit(lambda: "usable", engine=0).result(30) == "usable"
+
+
 def test_timeout_interrupts_a_task_that_runs_too_long(pool: Pool) -> None:
     t0 = time.monotonic()
     future = pool.submit(time.sleep, 30, timeout=1)
