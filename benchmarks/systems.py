@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import tempfile
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -85,16 +86,19 @@ class _Executor(System):
 
 
 class ParallelKernelPool(_Executor):
-    """Our pool, on the same footing as the peers: plain TCP, as they use."""
+    """Our pool as a user gets it: local engines on ipc sockets."""
 
     name = "parallel_kernel"
     label = "parallel_kernel Pool"
-    encryption = "disabled"
+    transport = "auto"
+    encryption = "auto"
 
     def start(self) -> None:
         from parallel_kernel import Pool
 
-        self.executor = Pool(self.workers, transport_encryption=self.encryption)
+        self.executor = Pool(
+            self.workers, transport=self.transport, transport_encryption=self.encryption
+        )
 
     def worker_pids(self) -> list[int]:
         return [
@@ -103,12 +107,22 @@ class ParallelKernelPool(_Executor):
         ]
 
 
+class ParallelKernelPoolTcp(ParallelKernelPool):
+    """Our pool on plain loopback TCP, the transport of ipyparallel, Dask and the zmq floor."""
+
+    name = "parallel_kernel-tcp"
+    label = "parallel_kernel Pool (TCP)"
+    transport = "tcp"
+    encryption = "disabled"
+
+
 class ParallelKernelPoolCurve(ParallelKernelPool):
-    """Our pool with its default transport: CurveZMQ-encrypted TCP."""
+    """Our pool on CurveZMQ-encrypted TCP, as for engines on other hosts."""
 
     name = "parallel_kernel-curve"
     label = "parallel_kernel Pool (CurveZMQ)"
-    encryption = "auto"
+    transport = "tcp"
+    encryption = "required"
 
 
 class ProcessPool(_Executor):
@@ -216,8 +230,8 @@ class IpyparallelDirect(_Ipyparallel):
 ECHO_SERVER = """
 import sys, zmq
 socket = zmq.Context().socket(zmq.ROUTER)
-port = socket.bind_to_random_port("tcp://127.0.0.1")
-print(port, flush=True)
+socket.bind(sys.argv[1])
+print(socket.last_endpoint.decode(), flush=True)
 while True:
     socket.send_multipart(socket.recv_multipart(copy=False), copy=False)
 """
@@ -227,18 +241,21 @@ class RawZmq(System):
     """The floor: a DEALER/ROUTER echo between two processes, no signing, no pickling."""
 
     name = "zmq"
-    label = "raw pyzmq echo (floor)"
+    label = "raw pyzmq echo, TCP (floor)"
+
+    def endpoint(self) -> str:
+        return "tcp://127.0.0.1:*"
 
     def start(self) -> None:
         import zmq
 
         self.server = subprocess.Popen(
-            [sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", ECHO_SERVER, self.endpoint()], stdout=subprocess.PIPE, text=True
         )
-        port = int(self.server.stdout.readline())
+        endpoint = self.server.stdout.readline().strip()
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
-        self.socket.connect(f"tcp://127.0.0.1:{port}")
+        self.socket.connect(endpoint)
 
     def submit(self, fn: Any, *args: Any) -> Any:
         if args:
@@ -265,15 +282,32 @@ class RawZmq(System):
         self.server.wait()
 
 
+class RawZmqIpc(RawZmq):
+    """The floor on the transport of our default pool: a Unix socket."""
+
+    name = "zmq-ipc"
+    label = "raw pyzmq echo, ipc (floor)"
+
+    def endpoint(self) -> str:
+        self.directory = tempfile.TemporaryDirectory(prefix="bench-zmq-")
+        return f"ipc://{self.directory.name}/echo"
+
+    def close(self) -> None:
+        super().close()
+        self.directory.cleanup()
+
+
 SYSTEMS: dict[str, type[System]] = {
     cls.name: cls
     for cls in (
         ParallelKernelPool,
+        ParallelKernelPoolTcp,
         ParallelKernelPoolCurve,
         ProcessPool,
         IpyparallelLoadBalanced,
         IpyparallelDirect,
         Dask,
         RawZmq,
+        RawZmqIpc,
     )
 }

@@ -113,8 +113,8 @@ class EngineClient:
     def _read_task(self) -> None:
         self._task_read_scheduled = False
         socket = self._task
-        while socket is not None and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        while socket is not None and wire.readable(socket):
+            frames = wire.receive(socket)
             try:
                 _, msg = self._codec.decode(frames)
             except wire.WireError as exc:
@@ -177,7 +177,7 @@ class EngineClient:
             raise ConnectionError("the engine's sockets are closed")
         msg_id, frames = self._codec.encode(msg_type, content, metadata=metadata)
         self._codec.send(socket, frames, buffers)
-        if not self._task_read_scheduled and socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if not self._task_read_scheduled and wire.readable(socket):
             self._task_read_scheduled = True
             self._loop.call_soon(self._read_task)
         return msg_id

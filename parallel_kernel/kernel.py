@@ -16,6 +16,7 @@ it does not know, which get an error reply instead of silence.
 
 from __future__ import annotations
 
+import _signal  # signal's C functions: signal.signal converts every handler to an enum
 import asyncio
 import functools
 import inspect
@@ -24,7 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from signal import SIGINT, signal
+from signal import SIGINT, default_int_handler
 from types import TracebackType
 from typing import Any
 
@@ -314,7 +315,7 @@ class ParallelKernel(IPythonKernel):
                 interrupted = True
                 loop.call_soon_threadsafe(future.cancel)
 
-            previous = signal(SIGINT, cancel_on_sigint)
+            previous = _signal.signal(SIGINT, cancel_on_sigint)
         try:
             return await future, None
         except BaseException as exc:
@@ -324,7 +325,7 @@ class ParallelKernel(IPythonKernel):
             return None, (type(exc), exc, _user_frames(exc.__traceback__))
         finally:
             if previous is not None:
-                signal(SIGINT, previous)
+                _signal.signal(SIGINT, previous)
 
     @staticmethod
     def _pack_exception(exc: BaseException, reply_content: dict[str, Any]) -> list[Any]:
@@ -371,6 +372,14 @@ class ParallelKernel(IPythonKernel):
             },
         }
 
+    def pre_handler_hook(self) -> None:
+        """ipykernel's hook (SIGINT raises KeyboardInterrupt during a handler), at C speed."""
+        self.saved_sigint_handler = _signal.signal(SIGINT, default_int_handler)
+
+    def post_handler_hook(self) -> None:
+        """ipykernel's hook: the handler that was there before ``pre_handler_hook``."""
+        _signal.signal(SIGINT, self.saved_sigint_handler)
+
     def _restore_idle_sigint(self) -> None:
         """Stop turning SIGINT into KeyboardInterrupt once the user's code has returned.
 
@@ -380,7 +389,7 @@ class ParallelKernel(IPythonKernel):
         """
         saved = getattr(self, "saved_sigint_handler", None)
         if saved is not None and threading.current_thread() is threading.main_thread():
-            signal(SIGINT, saved)
+            _signal.signal(SIGINT, saved)
 
     @staticmethod
     def _flush_output(force: bool = True) -> None:

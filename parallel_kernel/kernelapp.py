@@ -62,6 +62,9 @@ class ParallelKernelApp(IPKernelApp):
         socket = getattr(self, "task_socket", None)
         if socket is not None and not socket.closed:
             socket.close(linger=0)
+            if self.transport == "ipc":
+                # whoever started the kernel removes the files of the standard ports only
+                Path(f"{self.ip}-{self.task_port}").unlink(missing_ok=True)
         super().close()
 
     def write_connection_file(self, **kwargs: Any) -> None:

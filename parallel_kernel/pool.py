@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import contextlib
 import functools
+import glob
 import logging
 import math
 import os
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
@@ -31,6 +33,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
 
 from . import remote, serialize
 from .client import EngineClient, kernel_client
@@ -172,9 +175,15 @@ class Pool(Executor):
     32 per slot, about 2 ms of work, sent to the engine in one message; a
     function not seen yet, or a slow one, takes a whole slot.
     ``forward_output=True`` prints the engines' stdout and stderr here as it
-    arrives, each line prefixed with its engine id.  ``transport_encryption``
-    (``"auto"``, ``"required"`` or ``"disabled"``) is passed to jupyter_client:
-    by default engines whose kernelspec supports CurveZMQ use it.
+    arrives, each line prefixed with its engine id.  ``transport`` is how the
+    pool reaches the engines it starts: ``"ipc"`` (Unix sockets in the user's
+    private Jupyter runtime directory), ``"tcp"`` (loopback), or ``"auto"``,
+    which picks ipc for engines started on this machine by jupyter_client's
+    local provisioner and tcp for any other provisioner.
+    ``transport_encryption`` (``"auto"``, ``"required"`` or ``"disabled"``) is
+    passed to jupyter_client: with ``"auto"``, engines reached over tcp whose
+    kernelspec supports CurveZMQ use it; ipc sockets, readable by their owner
+    only, are not encrypted unless it is ``"required"``.
     ``task_channel=False`` sends every task on the shell channel instead of the
     engines' task channel: slower, but served even while an engine runs a GUI
     event loop (``%gui qt``, interactive matplotlib backends), which hands
@@ -191,6 +200,7 @@ class Pool(Executor):
         restart: bool = True,
         extra_arguments: list[str] | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
+        transport: str = "auto",
         transport_encryption: str = "auto",
         task_channel: bool = True,
         _connection_files: list[str] | None = None,
@@ -203,11 +213,15 @@ class Pool(Executor):
             if n < 1:
                 raise ValueError(f"a pool needs at least one engine, got n={n}")
             _check_kernel_name(kernel_name)
+            transport = _launch_transport(kernel_name, transport)
+            if transport == "ipc" and transport_encryption == "auto":
+                transport_encryption = "disabled"
         self.kernel_name = kernel_name
         self.hwm = hwm
         self.forward_output = forward_output
         self.restart = restart
         self.startup_timeout = startup_timeout
+        self.transport = transport
         self.transport_encryption = transport_encryption
         self.task_channel = task_channel
         self._extra_arguments = list(extra_arguments or [])
@@ -285,7 +299,17 @@ class Pool(Executor):
             raise errors[0]
 
     async def _start_engine(self, engine_id: int) -> None:
-        manager = AsyncKernelManager(kernel_name=self.kernel_name)
+        runtime_dir = jupyter_runtime_dir()
+        os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
+        # in the runtime directory, where `jupyter console --existing kernel-<id>.json` looks
+        connection_file = os.path.join(runtime_dir, f"kernel-{uuid.uuid4()}.json")
+        manager = AsyncKernelManager(
+            kernel_name=self.kernel_name,
+            transport=self.transport,
+            connection_file=connection_file,
+        )
+        if self.transport == "ipc":
+            manager.ip = connection_file.removesuffix(".json") + "-ipc"
         engine = _EngineState(engine_id, manager, "")
         engine.stderr_path = Path(self._stderr_dir.name) / f"engine-{engine_id}.stderr"
         self._engines[engine_id] = engine
@@ -1177,6 +1201,11 @@ class Pool(Executor):
             engine.state = "stopped"
             if engine.stderr is not None:
                 engine.stderr.close()
+            if engine.manager is not None and engine.manager.transport == "ipc":
+                # an engine that was killed could not remove its own sockets
+                for path in glob.glob(glob.escape(engine.manager.ip) + "-*"):
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
 
         for task in list(self._tasks.values()):
             self._finish(task, task.msg_id)
@@ -1242,6 +1271,31 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
     if thread.is_alive():
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+#: Longest path of a Unix socket that every platform accepts (Linux allows 107 bytes).
+MAX_SOCKET_PATH = 100
+
+
+def _launch_transport(kernel_name: str, transport: str) -> str:
+    """The transport for engines started from ``kernel_name``: ``transport`` with "auto" resolved.
+
+    ipc needs a POSIX system, the local provisioner (other provisioners start
+    kernels elsewhere) and socket paths short enough: jupyter_client names
+    them after the connection file in the runtime directory.
+    """
+    if transport not in ("auto", "tcp", "ipc"):
+        raise ValueError(f"transport must be 'auto', 'tcp' or 'ipc', got {transport!r}")
+    if transport != "auto":
+        return transport
+    if os.name != "posix":
+        return "tcp"
+    metadata = KernelSpecManager().get_kernel_spec(kernel_name).metadata or {}
+    provisioner = (metadata.get("kernel_provisioner") or {}).get("provisioner_name")
+    if provisioner not in (None, "local-provisioner"):
+        return "tcp"
+    longest = os.path.join(jupyter_runtime_dir(), f"kernel-{uuid.uuid4()}-ipc-65535")
+    return "ipc" if len(os.fsencode(longest)) <= MAX_SOCKET_PATH else "tcp"
 
 
 def _check_kernel_name(kernel_name: str) -> None:

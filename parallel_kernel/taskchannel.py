@@ -155,8 +155,8 @@ class TaskChannel:
 
     def _receive(self) -> None:
         socket = self.socket
-        while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self.queue.append(socket.recv_multipart(zmq.NOBLOCK, copy=False))
+        while wire.readable(socket):
+            self.queue.append(wire.receive(socket))
 
     def _shell_wanted(self) -> bool:
         """Whether a cell (or a clear) holds or waits for the main shell's lock."""

@@ -66,8 +66,29 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+# pyzmq's backend calls with plain int constants: its Python-level wrappers
+# convert every option and flag to an enum, a noticeable cost per frame
 _SNDMORE = int(zmq.SNDMORE)
-_raw_send = zmq.backend.Socket.send  # skips pyzmq's Python-level checks, one call per frame
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_RCVMORE = int(zmq.RCVMORE)
+_raw_send = zmq.backend.Socket.send
+_raw_recv = zmq.backend.Socket.recv
+_raw_get = zmq.backend.Socket.get
+
+
+def readable(socket: zmq.Socket[Any]) -> bool:
+    """Whether a message is waiting (reading ``ZMQ_EVENTS`` also re-arms the socket's FD)."""
+    return bool(_raw_get(socket, _EVENTS) & _POLLIN)
+
+
+def receive(socket: zmq.Socket[Any]) -> list[zmq.Frame]:
+    """Receive one waiting multipart message, as ``zmq.Frame`` objects (not copied)."""
+    frames = [_raw_recv(socket, _NOBLOCK, False)]
+    while _raw_get(socket, _RCVMORE):
+        frames.append(_raw_recv(socket, _NOBLOCK, False))
+    return frames
 
 
 class Codec:

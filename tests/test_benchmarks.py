@@ -27,7 +27,7 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
             "--quick",
             "parallel_kernel",
             "processpool",
-            "zmq",
+            "zmq-ipc",
             "--json",
             str(out),
         ],
@@ -48,7 +48,7 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     assert "client_growth_after_20000_tasks" in ours["memory_MB"]
     targets = {t["target"] for t in data["targets"]}
     assert "latency median: ours / processpool <= 2" in targets
-    assert "64 MiB echo: ours / zmq >= 1" in targets
+    assert "64 MiB echo: ours / zmq-ipc >= 1" in targets
     assert data["machine"]["cpus"] >= 1
 
 
