@@ -62,3 +62,25 @@ def test_an_unknown_system_is_refused() -> None:
     )
     assert run.returncode == 2
     assert "invalid choice: 'nosuchsystem'" in run.stderr
+
+
+@pytest.mark.timeout(200)
+def test_the_latency_ladder_prints_every_step() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ladder", "--rounds", "100"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "µs" not in line]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| ProcessPoolExecutor(1)",
+        "| zmq echo (ipc), calling thread",
+        "| zmq echo + client loop thread",
+        "| + signed Jupyter messages both ways",
+        "| + pickled call on the server",
+        "| parallel_kernel Pool(1)",
+    ]
+    assert all(float(row.split(" | ")[1].replace(",", "")) > 0 for row in rows)

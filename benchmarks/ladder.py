@@ -1,0 +1,215 @@
+"""Where a small task's round trip goes: a ladder of latency floors, measured in one run.
+
+``python -m benchmarks.ladder [--rounds N]`` times a sequential no-op round
+trip on one worker, adding one layer at a time, from a bare ZMQ echo up to our
+``Pool``, with ``ProcessPoolExecutor`` beside them:
+
+1. ``zmq``: a DEALER/ROUTER echo over an ipc socket, sent and received in the
+   calling thread (the transport alone);
+2. ``zmq + client thread``: the same echo driven the way a pool must be when
+   it serves scripts, notebooks and asyncio code alike: the caller hands the
+   request to a background event-loop thread and waits on a
+   ``concurrent.futures.Future`` that the loop thread resolves;
+3. ``+ Jupyter messages``: the echo server and the client encode, sign,
+   check and decode a real Jupyter message each way (HMAC-SHA256, JSON
+   headers), with the same codec as our task channel;
+4. ``+ pickled call``: the server unpickles a function and its arguments,
+   calls it and pickles the result, as an engine does;
+5. ``parallel_kernel Pool``: the real thing (scheduling, futures, a
+   ParallelKernel with its namespace, abort and interrupt bookkeeping).
+
+Each step's increase is what that layer costs; the first three are the floor
+that any Jupyter-protocol pool with a background client thread pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import zmq
+
+from .workloads import noop
+
+SERVER = """
+import pickle, sys, zmq
+from jupyter_client.session import Session
+from parallel_kernel import wire
+
+endpoint, mode = sys.argv[1], sys.argv[2]
+socket = zmq.Context().socket(zmq.ROUTER)
+socket.bind(endpoint)
+codec = wire.Codec(Session(key=b"ladder-key"))
+print("ready", flush=True)
+while True:
+    frames = wire.receive(socket) if wire.readable(socket) else socket.recv_multipart(copy=False)
+    if mode == "raw":
+        socket.send_multipart(frames, copy=False)
+        continue
+    idents, msg = codec.decode(frames)
+    result = []
+    if mode == "call":
+        f, args = pickle.loads(msg["buffers"][0])
+        result = [pickle.dumps(f(*args), protocol=5)]
+    _, reply = codec.encode(
+        "apply_reply", {"status": "ok"}, parent=msg["raw_header"], metadata={}, idents=idents
+    )
+    codec.send(socket, reply, result)
+"""
+
+
+class _Echo:
+    """A client of the echo server, driven from the calling thread or from a loop thread."""
+
+    def __init__(self, mode: str) -> None:
+        from jupyter_client.session import Session
+
+        from parallel_kernel import wire
+
+        self.wire = wire
+        self.mode = mode
+        self.directory = tempfile.TemporaryDirectory(prefix="ladder-")
+        endpoint = f"ipc://{self.directory.name}/echo"
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", SERVER, endpoint, mode], stdout=subprocess.PIPE, text=True
+        )
+        self.server.stdout.readline()
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.connect(endpoint)
+        self.codec = wire.Codec(Session(key=b"ladder-key"))
+        self.payload = __import__("pickle").dumps((noop, ()), protocol=5)
+
+    def send(self) -> None:
+        if self.mode == "raw":
+            self.socket.send(b"x" * 64)
+            return
+        _, frames = self.codec.encode("apply_request", {"kind": "ladder"}, metadata={})
+        buffers = [self.payload] if self.mode == "call" else []
+        self.codec.send(self.socket, frames, buffers)
+
+    def handle(self, frames: list[Any]) -> None:
+        if self.mode != "raw":
+            _, msg = self.codec.decode(frames)
+            if self.mode == "call":
+                __import__("pickle").loads(msg["buffers"][0])
+
+    def round_trip(self) -> None:
+        self.send()
+        self.handle(self.socket.recv_multipart(copy=False))
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self.context.term()
+        self.server.kill()
+        self.server.wait()
+        self.directory.cleanup()
+
+
+class _Threaded:
+    """``_Echo`` driven from a background asyncio loop, as a pool's client thread does."""
+
+    def __init__(self, echo: _Echo) -> None:
+        self.echo = echo
+        self.waiting: list[concurrent.futures.Future[None]] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        started = concurrent.futures.Future()
+        self.loop.call_soon_threadsafe(self._start, started)
+        started.result(10)
+
+    def _start(self, started: concurrent.futures.Future[None]) -> None:
+        self.loop.add_reader(self.echo.socket.getsockopt(zmq.FD), self._readable)
+        started.set_result(None)
+
+    def _readable(self) -> None:
+        wire = self.echo.wire
+        while wire.readable(self.echo.socket):
+            self.echo.handle(wire.receive(self.echo.socket))
+            self.waiting.pop(0).set_result(None)
+
+    def _send(self, future: concurrent.futures.Future[None]) -> None:
+        self.waiting.append(future)
+        self.echo.send()
+        self._readable()  # reading the events re-arms the edge-triggered descriptor
+
+    def round_trip(self) -> None:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.loop.call_soon_threadsafe(self._send, future)
+        future.result(10)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.echo.close()
+
+
+def _median_us(round_trip: Callable[[], Any], rounds: int) -> float:
+    for _ in range(max(50, rounds // 10)):
+        round_trip()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        round_trip()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def measure(rounds: int) -> list[tuple[str, float]]:
+    """The ladder's steps and their median round trip in microseconds."""
+    from parallel_kernel import Pool
+
+    steps: list[tuple[str, float]] = []
+    with ProcessPoolExecutor(1) as executor:
+        steps.append(
+            ("ProcessPoolExecutor(1)", _median_us(lambda: executor.submit(noop).result(), rounds))
+        )
+    echo = _Echo("raw")
+    steps.append(("zmq echo (ipc), calling thread", _median_us(echo.round_trip, rounds)))
+    threaded = _Threaded(echo)
+    steps.append(("zmq echo + client loop thread", _median_us(threaded.round_trip, rounds)))
+    threaded.close()
+    for mode, label in (
+        ("signed", "+ signed Jupyter messages both ways"),
+        ("call", "+ pickled call on the server"),
+    ):
+        threaded = _Threaded(_Echo(mode))
+        steps.append((label, _median_us(threaded.round_trip, rounds)))
+        threaded.close()
+    with Pool(1) as pool:
+        steps.append(
+            ("parallel_kernel Pool(1)", _median_us(lambda: pool.submit(noop).result(), rounds))
+        )
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ladder", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3000, help="round trips per step")
+    args = parser.parse_args(argv)
+    import cloudpickle
+
+    from . import workloads
+
+    cloudpickle.register_pickle_by_value(workloads)
+    steps = measure(args.rounds)
+    reference = steps[0][1]
+    print("| step | median µs | ratio to ProcessPoolExecutor |\n|---|---:|---:|")
+    for label, value in steps:
+        print(f"| {label} | {value:,.0f} | {value / reference:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
