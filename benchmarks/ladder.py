@@ -10,15 +10,17 @@ trip on one worker, adding one layer at a time, from a bare ZMQ echo up to our
    it serves scripts, notebooks and asyncio code alike: the caller hands the
    request to a background event-loop thread and waits on a
    ``concurrent.futures.Future`` that the loop thread resolves;
-3. ``+ Jupyter messages``: the echo server and the client encode, sign,
-   check and decode a real Jupyter message each way (HMAC-SHA256, JSON
-   headers), with the same codec as our task channel;
-4. ``+ pickled call``: the server unpickles a function and its arguments,
+3. ``+ signed Jupyter messages``: the echo server and the client encode,
+   sign, check and decode a real Jupyter message each way (HMAC-SHA256, JSON
+   headers, one ZMQ frame per part), with the codec of our task channel;
+4. ``... packed in one frame``: the same messages in the codec's compact
+   framing, as the pool sends them;
+5. ``+ pickled call``: the server unpickles a function and its arguments,
    calls it and pickles the result, as an engine does;
-5. ``parallel_kernel Pool``: the real thing (scheduling, futures, a
+6. ``parallel_kernel Pool``: the real thing (scheduling, futures, a
    ParallelKernel with its namespace, abort and interrupt bookkeeping).
 
-Each step's increase is what that layer costs; the first three are the floor
+Each step's increase is what that layer costs; steps 1 to 4 are the floor
 that any Jupyter-protocol pool with a background client thread pays.
 """
 
@@ -62,9 +64,15 @@ while True:
         f, args = pickle.loads(msg["buffers"][0])
         result = [pickle.dumps(f(*args), protocol=5)]
     _, reply = codec.encode(
-        "apply_reply", {"status": "ok"}, parent=msg["raw_header"], metadata={}, idents=idents
+        "apply_reply",
+        {"status": "ok"},
+        parent=msg["raw_header"],
+        metadata={},
+        idents=idents,
+        buffers=result,
+        compact=msg["compact"],
     )
-    codec.send(socket, reply, result)
+    codec.send(socket, reply)
 """
 
 
@@ -94,9 +102,14 @@ class _Echo:
         if self.mode == "raw":
             self.socket.send(b"x" * 64)
             return
-        _, frames = self.codec.encode("apply_request", {"kind": "ladder"}, metadata={})
-        buffers = [self.payload] if self.mode == "call" else []
-        self.codec.send(self.socket, frames, buffers)
+        _, frames = self.codec.encode(
+            "apply_request",
+            {"kind": "ladder"},
+            metadata={},
+            buffers=[self.payload] if self.mode == "call" else [],
+            compact=self.mode != "signed",
+        )
+        self.codec.send(self.socket, frames)
 
     def handle(self, frames: list[Any]) -> None:
         if self.mode != "raw":
@@ -182,6 +195,7 @@ def measure(rounds: int) -> list[tuple[str, float]]:
     threaded.close()
     for mode, label in (
         ("signed", "+ signed Jupyter messages both ways"),
+        ("compact", "... packed in one frame"),
         ("call", "+ pickled call on the server"),
     ):
         threaded = _Threaded(_Echo(mode))

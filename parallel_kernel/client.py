@@ -175,8 +175,10 @@ class EngineClient:
         socket = self._task
         if socket is None:
             raise ConnectionError("the engine's sockets are closed")
-        msg_id, frames = self._codec.encode(msg_type, content, metadata=metadata)
-        self._codec.send(socket, frames, buffers)
+        msg_id, frames = self._codec.encode(
+            msg_type, content, metadata=metadata, buffers=buffers, compact=True
+        )
+        self._codec.send(socket, frames)
         if not self._task_read_scheduled and wire.readable(socket):
             self._task_read_scheduled = True
             self._loop.call_soon(self._read_task)

@@ -98,11 +98,21 @@ DRAIN_SLICE = 0.005
 class _ReplyBatch:
     """The replies to the tasks of one ``apply_batch_request``, sent together."""
 
-    __slots__ = ("buffers", "entries", "first", "idents", "last_runtime", "parent", "remaining")
+    __slots__ = (
+        "buffers",
+        "compact",
+        "entries",
+        "first",
+        "idents",
+        "last_runtime",
+        "parent",
+        "remaining",
+    )
 
-    def __init__(self, idents: list[bytes], parent: bytes, count: int) -> None:
+    def __init__(self, idents: list[bytes], parent: bytes, count: int, compact: bool) -> None:
         self.idents = idents
         self.parent = parent
+        self.compact = compact
         self.remaining = count
         self.entries: list[dict[str, Any]] = []
         self.buffers: list[Any] = []
@@ -232,7 +242,7 @@ class TaskChannel:
                         "the task channel handles only apply_request and apply_batch_request, "
                         f"not {msg_type!r}",
                     ),
-                    msg["raw_header"],
+                    msg,
                     idents,
                 )
                 return None
@@ -296,11 +306,11 @@ class TaskChannel:
                     "{...}, 'buffers': int, 'metadata': {...}}, ...]} with the buffer counts "
                     "adding up to the message's buffers",
                 ),
-                msg["raw_header"],
+                msg,
                 idents,
             )
             return
-        batch = _ReplyBatch(idents, msg["raw_header"], len(tasks))
+        batch = _ReplyBatch(idents, msg["raw_header"], len(tasks), msg["compact"])
         header = msg["header"]
         members = []
         start = 0
@@ -315,6 +325,7 @@ class TaskChannel:
                 "metadata": task.get("metadata", {}),
                 "content": task["content"],
                 "buffers": msg["buffers"][start:end],
+                "compact": msg["compact"],
             }
             members.append(_Member(idents, member, batch))
             start = end
@@ -367,8 +378,9 @@ class TaskChannel:
                 parent=msg.get("raw_header") or msg["header"],
                 metadata=metadata,
                 idents=idents,
+                compact=msg.get("compact", False),
             )
-            self.codec.send(self.socket, frames, [])
+            self.codec.send(self.socket, frames)
             self._receive()
         except Exception:
             self.kernel.log.exception("Could not answer a failed task-channel request")
@@ -411,8 +423,10 @@ class TaskChannel:
             parent=parent.get("raw_header") or parent["header"],
             metadata=metadata,
             idents=idents,
+            buffers=buffers,
+            compact=parent.get("compact", False),
         )
-        tracker = self.codec.send(self.socket, frames, buffers, track=True)
+        tracker = self.codec.send(self.socket, frames, track=True)
         if outputs:
             kernel._publish_status("idle", "shell", parent=parent)
         self._receive()
@@ -435,15 +449,30 @@ class TaskChannel:
             {"replies": batch.entries},
             parent=batch.parent,
             idents=batch.idents,
+            buffers=batch.buffers,
+            compact=batch.compact,
         )
-        self.codec.send(self.socket, frames, batch.buffers)
+        self.codec.send(self.socket, frames)
         batch.entries = []
         batch.buffers = []
         self._receive()
 
-    def _send(self, msg_type: str, content: dict[str, Any], parent: Any, idents: list[Any]):
-        _, frames = self.codec.encode(msg_type, content, parent=parent, idents=idents)
-        self.codec.send(self.socket, frames, [])
+    def _send(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        request: dict[str, Any],
+        idents: list[Any],
+    ) -> None:
+        """Answer ``request`` (a decoded message) in its framing."""
+        _, frames = self.codec.encode(
+            msg_type,
+            content,
+            parent=request["raw_header"],
+            idents=idents,
+            compact=request["compact"],
+        )
+        self.codec.send(self.socket, frames)
         self._receive()
 
     def _answer_undecodable(self, error: wire.WireError) -> None:
@@ -464,6 +493,6 @@ class TaskChannel:
                 "MalformedMessage",
                 f"{header['msg_type']} {header.get('msg_id')!r} cannot be decoded: {error}",
             ),
-            error.header,
+            {"raw_header": error.header, "compact": error.compact},
             error.idents,
         )

@@ -12,6 +12,18 @@ so either side can still be a plain ``Session`` user:
 * :meth:`Codec.decode` checks the signature and replay history exactly as
   ``Session.deserialize`` does, parses the JSON with the session's unpacker,
   and turns only the two header dates into ``datetime`` objects.
+
+Each ZMQ frame of a message costs several microseconds more to send and
+receive than the bytes in it, and a small task's request and reply have eight
+frames each.  So the codec also speaks a *compact* framing of the very same
+message, which the pool uses on the task channel: the signature, the four JSON
+parts and any small buffers packed into one frame (see ``docs/protocol.md``)::
+
+    b"PKM\x01" | u16 n | n u32 lengths | the n parts, back to back
+
+Buffers of ``COPY_THRESHOLD`` bytes or more still travel as frames of their
+own, after the packed one, sent without copying.  :meth:`Codec.decode` reads
+either framing; a reply uses the framing of its request.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import contextlib
 import hmac
 import json
 import os
+import struct
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +45,11 @@ from jupyter_client.session import protocol_version as PROTOCOL_VERSION
 COPY_THRESHOLD = 2**16
 
 _DELIM = DELIM.encode() if isinstance(DELIM, str) else DELIM
+
+#: First bytes of a compact message's packed frame (no JSON header or routing id starts so).
+COMPACT_MAGIC = b"PKM\x01"
+_COUNT = struct.Struct("<H")
+_PREFIX = len(COMPACT_MAGIC) + _COUNT.size
 
 
 class WireError(ValueError):
@@ -47,11 +65,13 @@ class WireError(ValueError):
         signed: bool,
         idents: list[Any] | None = None,
         header: bytes | None = None,
+        compact: bool = False,
     ) -> None:
         super().__init__(message)
         self.signed = signed
         self.idents = idents or []
         self.header = header
+        self.compact = compact
 
 
 _encoder = json.JSONEncoder(default=json_default, ensure_ascii=False, allow_nan=False)
@@ -115,10 +135,13 @@ class Codec:
         parent: bytes | dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         idents: list[Any] | None = None,
+        buffers: list[Any] | tuple[Any, ...] = (),
+        compact: bool = False,
     ) -> tuple[str, list[Any]]:
-        """Build a signed message; return its msg_id and its frames (buffers not included).
+        """Build a signed message; return its msg_id and all its frames, buffers included.
 
-        ``parent`` is the parent header, as a dict or as its already-encoded JSON.
+        ``parent`` is the parent header, as a dict or as its already-encoded
+        JSON.  ``compact`` packs everything but large buffers into one frame.
         """
         msg_id = os.urandom(16).hex()
         header = _dumps(
@@ -144,22 +167,28 @@ class Codec:
             for part in parts:
                 digest.update(part)
             signature = digest.hexdigest().encode()
-        return msg_id, [*(idents or ()), _DELIM, signature, *parts]
+        if not compact:
+            return msg_id, [*(idents or ()), _DELIM, signature, *parts, *buffers]
+        separate = any(memoryview(b).nbytes >= COPY_THRESHOLD for b in buffers)
+        packed = [signature, *parts] if separate else [signature, *parts, *buffers]
+        lengths = [memoryview(p).nbytes for p in packed]
+        head = COMPACT_MAGIC + _COUNT.pack(len(packed)) + struct.pack(f"<{len(packed)}I", *lengths)
+        frame = b"".join([head, *packed])
+        return msg_id, [*(idents or ()), frame, *(buffers if separate else ())]
 
     @staticmethod
-    def send(socket: zmq.Socket[Any], frames: list[Any], buffers: list[Any], track: bool = False):
-        """Send a message's frames and buffers; large buffers go without a copy.
+    def send(socket: zmq.Socket[Any], frames: list[Any], track: bool = False):
+        """Send a message's frames; if any is large, all go without a copy.
 
-        Returns a ``MessageTracker`` when ``track`` is set and a buffer went
+        Returns a ``MessageTracker`` when ``track`` is set and frames went
         without a copy, else ``None``.
         """
-        everything = [*frames, *buffers]
-        last = len(everything) - 1
-        if not any(memoryview(b).nbytes >= COPY_THRESHOLD for b in buffers):
-            for i, frame in enumerate(everything):
+        last = len(frames) - 1
+        if not any(memoryview(f).nbytes >= COPY_THRESHOLD for f in frames):
+            for i, frame in enumerate(frames):
                 _raw_send(socket, frame, _SNDMORE if i < last else 0)
             return None
-        tracker = socket.send_multipart(everything, copy=False, track=track)
+        tracker = socket.send_multipart(frames, copy=False, track=track)
         return tracker if track else None
 
     def _remember(self, signature: bytes) -> None:
@@ -174,23 +203,34 @@ class Codec:
     def decode(self, frames: list[Any]) -> tuple[list[bytes], dict[str, Any]]:
         """Check and decode a received message: its routing identities and the message dict.
 
-        ``frames`` are ``zmq.Frame`` objects (``recv_multipart(copy=False)``);
-        buffers come back as memoryviews of them.  The signature and replay
-        checks are those of ``Session.deserialize``.
+        ``frames`` are ``zmq.Frame`` objects (``recv_multipart(copy=False)``)
+        in either framing; buffers come back as memoryviews of them, and
+        ``msg["compact"]`` tells which framing it was.  The signature and
+        replay checks are those of ``Session.deserialize``.
         """
         index = 0
+        compact = False
         for frame in frames:
-            if frame.bytes == _DELIM:
+            data = frame.bytes
+            if data == _DELIM:
+                break
+            if data[:4] == COMPACT_MAGIC:
+                compact = True
                 break
             index += 1
         else:
-            raise WireError("no <IDS|MSG> delimiter", signed=False)
+            raise WireError("neither an <IDS|MSG> delimiter nor a packed frame", signed=False)
         idents = [frame.bytes for frame in frames[:index]]
-        parts = frames[index + 1 :]
+        if compact:
+            parts = _unpack_frame(memoryview(frames[index]))
+            buffers = parts[5:] + [memoryview(frame) for frame in frames[index + 1 :]]
+        else:
+            parts = frames[index + 1 :]
+            buffers = [memoryview(frame) for frame in parts[5:]]
         if len(parts) < 5:
-            raise WireError("fewer than five message frames", signed=False)
-        signature = parts[0].bytes
-        head = [part.bytes for part in parts[1:5]]
+            raise WireError("fewer than five message parts", signed=False)
+        signature = bytes(parts[0])
+        head = [bytes(part) for part in parts[1:5]]
         if self.auth is not None:
             if not signature:
                 raise WireError("unsigned message", signed=False)
@@ -209,9 +249,9 @@ class Codec:
             metadata = unpack(head[2])
             content = unpack(head[3])
         except Exception as exc:
-            raise WireError(f"undecodable JSON: {exc}", True, idents, head[0]) from None
+            raise WireError(f"undecodable JSON: {exc}", True, idents, head[0], compact) from None
         if not isinstance(header, dict) or not isinstance(parent, dict):
-            raise WireError("a header is not a JSON object", True, idents, head[0])
+            raise WireError("a header is not a JSON object", True, idents, head[0], compact)
         for h in (header, parent):
             date = h.get("date")
             if isinstance(date, str):
@@ -224,7 +264,25 @@ class Codec:
             "parent_header": parent,
             "metadata": metadata,
             "content": content,
-            "buffers": [memoryview(frame) for frame in parts[5:]],
+            "buffers": buffers,
             "raw_header": head[0],
+            "compact": compact,
         }
         return idents, msg
+
+
+def _unpack_frame(view: memoryview) -> list[memoryview]:
+    """The parts of a compact message's packed frame, as views into it."""
+    try:
+        (count,) = _COUNT.unpack_from(view, len(COMPACT_MAGIC))
+        lengths = struct.unpack_from(f"<{count}I", view, _PREFIX)
+    except struct.error:
+        raise WireError("a truncated packed frame", signed=False) from None
+    offset = _PREFIX + 4 * count
+    if offset + sum(lengths) != view.nbytes:
+        raise WireError("a packed frame whose lengths do not add up", signed=False)
+    parts = []
+    for length in lengths:
+        parts.append(view[offset : offset + length])
+        offset += length
+    return parts

@@ -80,6 +80,7 @@ def test_the_latency_ladder_prints_every_step() -> None:
         "| zmq echo (ipc), calling thread",
         "| zmq echo + client loop thread",
         "| + signed Jupyter messages both ways",
+        "| ... packed in one frame",
         "| + pickled call on the server",
         "| parallel_kernel Pool(1)",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import zmq
 from conftest import Driver
 
-from parallel_kernel import serialize
+from parallel_kernel import serialize, wire
 
 TIMEOUT = 30
 
@@ -222,3 +223,75 @@ def test_a_malformed_batch_gets_an_error_reply(kernel: Driver, tasks: TaskSocket
     assert reply["content"]["ename"] == "MalformedMessage"
     tasks.send_apply(add, 1, 1)
     assert tasks.result(tasks.reply()) == 2
+
+
+class CompactTaskSocket(TaskSocket):
+    """The same socket, speaking the codec's compact framing (as the Pool does)."""
+
+    def __init__(self, driver: Driver) -> None:
+        super().__init__(driver)
+        self.codec = wire.Codec(self.session)
+
+    def send_apply(self, f: Any, *args: Any) -> str:
+        content, buffers = serialize.pack_apply(f, args, {})
+        msg_id, frames = self.codec.encode("apply_request", content, buffers=buffers, compact=True)
+        self.codec.send(self.socket, frames)
+        return msg_id
+
+    def reply(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        assert self.socket.poll(timeout * 1000), "no reply on the task channel"
+        frames = self.socket.recv_multipart(copy=False)
+        assert frames[0].bytes.startswith(wire.COMPACT_MAGIC)  # answered in its framing
+        return self.codec.decode(frames)[1]
+
+
+@pytest.fixture
+def compact(kernel: Driver) -> Any:
+    channel = CompactTaskSocket(kernel)
+    yield channel
+    channel.close()
+
+
+def test_compact_framing_packs_a_small_call_into_one_frame(
+    kernel: Driver, compact: CompactTaskSocket
+) -> None:
+    content, buffers = serialize.pack_apply(add, (1, 2), {})
+    _, frames = compact.codec.encode("apply_request", content, buffers=buffers, compact=True)
+    assert len(frames) == 1
+    kernel.execute("offset = 100")
+    compact.send_apply(lookup, "offset")
+    assert compact.result(compact.reply()) == 100
+    msg_id = compact.send_apply(fail)
+    reply = compact.reply()
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["ename"] == "ValueError"
+
+
+def test_compact_framing_sends_large_buffers_as_frames_of_their_own(
+    kernel: Driver, compact: CompactTaskSocket
+) -> None:
+    blob = bytes(range(256)) * 4096
+    content, buffers = serialize.pack_apply(bytes, (blob,), {})
+    _, frames = compact.codec.encode("apply_request", content, buffers=buffers, compact=True)
+    assert len(frames) == 1 + len(buffers)
+    compact.send_apply(bytes, blob)
+    reply = compact.reply()
+    assert any(buffer.nbytes == len(blob) for buffer in reply["buffers"])
+    assert compact.result(reply) == blob
+
+
+def test_broken_or_forged_packed_frames_are_dropped(
+    kernel: Driver, compact: CompactTaskSocket
+) -> None:
+    content, buffers = serialize.pack_apply(add, (1, 2), {})
+    _, frames = compact.codec.encode("apply_request", content, buffers=buffers, compact=True)
+    packed = frames[0]
+    compact.socket.send(packed[:-3])  # lengths no longer add up
+    compact.socket.send(wire.COMPACT_MAGIC + b"\xff")  # truncated
+    (count,) = struct.unpack_from("<H", packed, len(wire.COMPACT_MAGIC))
+    signature = len(wire.COMPACT_MAGIC) + 2 + 4 * count
+    forged = packed[:signature] + b"0" * 10 + packed[signature + 10 :]  # a wrong signature
+    compact.socket.send(forged)
+    compact.send_apply(add, 20, 22)
+    assert compact.result(compact.reply()) == 42
+    assert not compact.socket.poll(300)  # nothing was answered (or run) for the others
