@@ -19,6 +19,7 @@ import glob
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -420,7 +421,7 @@ class Pool(Executor):
             await asyncio.sleep(POLL_INTERVAL)
             alive = engine.manager is None or await engine.manager.is_alive()
             if engine.state in ("idle", "busy") and not alive:
-                await self._lose(engine, "its process exited")
+                await self._lose(engine, await _exit_reason(engine.manager))
 
     def on_heartbeat_lost(self, client: EngineClient) -> None:
         engine = self._engine_of(client)
@@ -1271,6 +1272,20 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
     if thread.is_alive():
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+async def _exit_reason(manager: AsyncKernelManager | None) -> str:
+    """How an engine's process ended: its exit status or the signal that killed it."""
+    provisioner = manager.provisioner if manager is not None else None
+    code = await provisioner.poll() if provisioner is not None else None
+    if code is None:
+        return "its process exited"
+    if code < 0:
+        try:
+            return f"its process was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"its process was killed by signal {-code}"
+    return f"its process exited with status {code}"
 
 
 #: Longest path of a Unix socket that every platform accepts (Linux allows 107 bytes).
