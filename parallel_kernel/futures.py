@@ -47,7 +47,12 @@ class TaskFuture(concurrent.futures.Future):
             return self.cancelled()
         if not self._pool._cancel(self):
             return False
-        return super().cancel()
+        if not super().cancel():
+            return False
+        # what an Executor does when its worker picks the item up: wakes
+        # concurrent.futures.wait() and as_completed(), which wait for this step
+        self.set_running_or_notify_cancel()
+        return True
 
     def interrupt(self) -> bool:
         """Interrupt the task if it is running now; return whether an interrupt was sent."""

@@ -201,6 +201,9 @@ def test_cancel_a_task_queued_at_an_engine_and_it_never_runs(pool: Pool) -> None
     assert queued.msg_id is not None  # sent: it waits in the engine's queue
     assert queued.cancel() is True
     assert queued.cancelled()
+    # wait() and as_completed() see a cancelled future as done at once
+    assert concurrent.futures.wait([queued], timeout=1).done == {queued}
+    assert list(concurrent.futures.as_completed([queued], timeout=1)) == [queued]
     assert busy.result(timeout=30) == "slept"
     assert pool.submit(lambda: list(side_effects), engine=0).result(30) == []  # noqa: F821
 
@@ -211,6 +214,7 @@ def test_cancel_a_task_not_sent_yet(pool: Pool) -> None:
     time.sleep(0.2)
     assert waiting.msg_id is None
     assert waiting.cancel() is True
+    assert concurrent.futures.wait([waiting], timeout=1).done == {waiting}
     assert [b.result(30) for b in blockers] == ["slept"] * pool.hwm
     assert waiting.cancelled()
 
