@@ -273,8 +273,9 @@ class TaskChannel:
             self._flush(batch)
         self.outputs.watch(msg["header"]["msg_id"])
         started = time.perf_counter()
-        kernel.pre_handler_hook()
         try:
+            # inside the try: an interrupt right after the hook must still restore the handler
+            kernel.pre_handler_hook()
             call = kernel.start_apply(msg)
         finally:
             kernel.post_handler_hook()
