@@ -378,7 +378,9 @@ class ParallelKernel(IPythonKernel):
 
     def post_handler_hook(self) -> None:
         """ipykernel's hook: the handler that was there before ``pre_handler_hook``."""
-        _signal.signal(SIGINT, self.saved_sigint_handler)
+        saved = getattr(self, "saved_sigint_handler", None)
+        if saved is not None:
+            _signal.signal(SIGINT, saved)
 
     def _restore_idle_sigint(self) -> None:
         """Stop turning SIGINT into KeyboardInterrupt once the user's code has returned.
