@@ -531,6 +531,7 @@ class ParallelKernel(IPythonKernel):
             or not self.aborts.check(msg_id, msg_type, header.get("session"), header.get("date"))
         ):
             return True
+        self._restore_idle_sigint()  # an interrupt must not cut the reply short
         content = {"status": "aborted"}
         metadata = self.init_metadata(msg)
         metadata = self.finish_metadata(msg, metadata, content)
@@ -580,18 +581,25 @@ class ParallelKernel(IPythonKernel):
         Requests in subshells hold the namespace gate while they run, so a
         clear waits for them.
         """
-        if self._supports_kernel_subshells:
-            manager = self.shell_channel_thread.manager
-            stream = manager.get_subshell_to_shell_channel_socket(subshell_id)
-        else:
-            stream = self.shell_stream
-        if self._reject_malformed(msg, stream, "shell"):
+        # with a shell-channel thread, shell_channel_thread_main has answered them already
+        if not self.shell_channel_thread and self._reject_malformed(
+            msg, self.shell_stream, "shell"
+        ):
             return
         if subshell_id is None or concurrent:
             await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
             return
         with self.namespace_gate.running():
             await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+
+    async def shell_channel_thread_main(self, msg: list[Any]) -> None:
+        """ipykernel's routing of shell messages to subshells, after answering malformed ones.
+
+        ipykernel would log a message it cannot deserialize and drop it, so
+        its sender would wait for a reply forever.
+        """
+        if not self._reject_malformed(msg, self.shell_stream, "shell"):
+            await super().shell_channel_thread_main(msg)
 
     async def process_control(self, msg: list[Any]) -> None:
         """ipykernel's control processing, after answering malformed signed messages."""

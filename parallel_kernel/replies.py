@@ -132,7 +132,10 @@ class HandlerTable(dict):
 
 
 def find_malformed(session: Any, frames: Sequence[Any]) -> tuple[list, dict, str] | None:
-    """Find a correctly signed message whose parent, metadata or content is not valid JSON.
+    """Find a correctly signed message that jupyter_client cannot deserialize.
+
+    That is one whose parent, metadata or content is not valid JSON, or whose
+    header's ``version`` is not a string.
 
     Returns ``(idents, header, problem)`` for such a message, else ``None``:
     well-formed messages, and messages that are unsigned, badly signed or have
@@ -153,6 +156,9 @@ def find_malformed(session: Any, frames: Sequence[Any]) -> tuple[list, dict, str
     except Exception:
         return None
     problems = []
+    if "version" in header and not isinstance(header["version"], str):
+        # jupyter_client cannot deserialize such a message at all
+        problems.append("header 'version' is not a string")
     for name, part in zip(("parent_header", "metadata", "content"), parts[2:5], strict=True):
         try:
             value = session.unpack(part)

@@ -255,12 +255,6 @@ class TaskChannel:
     def _run(self, idents: list[bytes], msg: dict[str, Any], batch: _ReplyBatch | None) -> Any:
         kernel = self.kernel
         kernel.set_parent(idents, msg, channel="shell")
-        if not kernel.should_handle(self.socket, msg, idents):
-            if batch is not None:
-                batch.remaining -= 1
-                self._flush_if_due(batch)
-            self._receive()
-            return None
         if (
             batch is not None
             and batch.entries
@@ -271,14 +265,25 @@ class TaskChannel:
         ):
             # results already collected must not wait behind a task that may be long
             self._flush(batch)
-        self.outputs.watch(msg["header"]["msg_id"])
-        started = time.perf_counter()
+        call = None
         try:
-            # inside the try: an interrupt right after the hook must still restore the handler
+            # The interrupting handler goes in before should_handle records the
+            # task as started: a client told "started" by an abort_request then
+            # interrupts it, and that interrupt must not be ignored.  Inside the
+            # try, so an interrupt right after the hook still restores the handler.
             kernel.pre_handler_hook()
-            call = kernel.start_apply(msg)
+            if kernel.should_handle(self.socket, msg, idents):
+                self.outputs.watch(msg["header"]["msg_id"])
+                started = time.perf_counter()
+                call = kernel.start_apply(msg)
         finally:
             kernel.post_handler_hook()
+        if call is None:  # aborted: should_handle answered it
+            if batch is not None:
+                batch.remaining -= 1
+                self._flush_if_due(batch)
+            self._receive()
+            return None
         if call.pending is not None:
             if batch is not None:
                 self._flush(batch)

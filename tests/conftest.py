@@ -175,9 +175,23 @@ class Driver:
         return self.reply(self.send(msg_type, content, channel="control"), channel="control")
 
     def flush(self) -> None:
-        """Forget everything received so far (between tests sharing a kernel)."""
-        for channel in ("shell", "control", "iopub"):
-            self.no_reply(channel, wait=0.05)
+        """Forget everything received so far (between tests sharing a kernel).
+
+        A kernel_info request is the barrier: its reply follows every earlier
+        shell reply, and its idle status every earlier IOPub message.
+        """
+        barrier = self.client.kernel_info()
+        deadline = time.monotonic() + TIMEOUT
+        for channel, last in (("shell", "kernel_info_reply"), ("iopub", "status")):
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the {channel} channel did not drain within {TIMEOUT} s")
+                msg = getattr(self.client, f"get_{channel}_msg")(timeout=remaining)
+                ours = msg["parent_header"].get("msg_id") == barrier and msg["msg_type"] == last
+                if ours and (last != "status" or msg["content"]["execution_state"] == "idle"):
+                    break
+        self.no_reply("control", wait=0.05)
         self._replies.clear()
         self._iopub.clear()
         self._idle.clear()

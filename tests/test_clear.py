@@ -54,7 +54,7 @@ def set_then_read_after_a_sleep(name):
     """Set a global, sleep, read it back: a KeyError if a clear ran in the middle."""
     globals()[name] = "set"
     print("busy task started", flush=True)
-    time.sleep(1.5)
+    time.sleep(3)
     return globals()[name]
 
 
@@ -77,9 +77,8 @@ def assert_cleared_after_the_task(kernel: Driver, task: str, clear: str, name: s
 def test_clear_on_control_waits_for_the_running_task(kernel: Driver) -> None:
     task, clear = clear_on_control_while_running(kernel, "marker")
     # control keeps serving while the clear waits for the task
-    t0 = time.monotonic()
     assert kernel.control("abort_request", {"msg_ids": ["nothing"]})["content"]["status"] == "ok"
-    assert time.monotonic() - t0 < 1.0
+    assert not kernel.client.shell_channel.msg_ready()  # the task is still running
     assert_cleared_after_the_task(kernel, task, clear, "marker")
 
 

@@ -24,7 +24,9 @@ def test_demo_runs_a_parallel_job_on_two_engines() -> None:
     assert counted == 33_860  # primes below 400,000
     assert "tasks: 100%" in out
     assert out.count("total: 33,860 primes") == 2
-    assert "engine 0 ran 16 tasks" in out
-    assert "engine 1 ran 16 tasks" in out
+    # the load balancer splits the 32 tasks by which engine is free first
+    ran = dict(re.findall(r"engine (\d) ran (\d+) tasks", out))
+    assert set(ran) == {"0", "1"}
+    assert sum(int(n) for n in ran.values()) == 32
     assert "RemoteError: ValueError: this task fails on purpose" in out
     assert "next task: 25 primes" in out

@@ -144,8 +144,8 @@ def test_script_attaches_to_a_running_kernel_and_reads_its_variables(kernel: Dri
 
 
 def test_interrupt_a_cell(kernel: Driver) -> None:
-    msg_id = kernel.client.execute("import time; time.sleep(30)")
-    time.sleep(1)
+    msg_id = kernel.client.execute("print('cell started', flush=True); import time; time.sleep(30)")
+    kernel.wait_for_output(msg_id, "cell started")
     kernel.manager.interrupt_kernel()
     reply = kernel.reply(msg_id, timeout=10)
     assert reply["content"]["status"] == "error"
@@ -154,8 +154,7 @@ def test_interrupt_a_cell(kernel: Driver) -> None:
 
 
 def test_interrupt_request_in_message_mode(kernel: Driver) -> None:
-    msg_id = kernel.send_apply(time.sleep, 30)
-    time.sleep(1)
+    msg_id = kernel.start_busy_task(30)
     assert kernel.control("interrupt_request")["content"]["status"] == "ok"
     assert kernel.reply(msg_id, timeout=10)["content"]["ename"] == "KeyboardInterrupt"
 
