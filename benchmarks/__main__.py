@@ -1,15 +1,18 @@
 """Run the benchmark suite: ``python -m benchmarks [--quick] [--workers N] [systems ...]``.
 
 Every system runs the same measurements in this one process tree, one system
-at a time; the table, the targets (ratios against the peers of the same run),
-a JSON file and a plot come out at the end.
+at a time, each from a fresh child process; the table, the targets (ratios
+against the peers of the same run), a JSON file and a plot come out at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import dataclasses
+import json
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -35,21 +38,20 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, default=Path("benchmark-results.json"), help="JSON output file"
     )
     parser.add_argument("--plot", type=Path, help="also draw latency and throughput into this PNG")
+    parser.add_argument("--one", metavar="FILE", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = Settings.quick_settings(args.workers) if args.quick else Settings(args.workers)
     cloudpickle.register_pickle_by_value(workloads)
+    if args.one is not None:
+        [name] = args.systems
+        args.one.write_text(json.dumps(dataclasses.asdict(_measure(name, settings, args.workers))))
+        return 0
 
     results: dict[str, Result] = {}
     started = time.perf_counter()
     for name in args.systems or list(SYSTEMS):
-        system = SYSTEMS[name](args.workers)
-        print(f"… {system.label}", file=sys.stderr, flush=True)
-        try:
-            results[name] = measure(system, settings, client_memory=name == report.OURS)
-        except Exception as exc:
-            traceback.print_exc()
-            results[name] = Result(name, system.label, error=f"{type(exc).__name__}: {exc}")
-        gc.collect()
+        print(f"… {SYSTEMS[name].label}", file=sys.stderr, flush=True)
+        results[name] = _in_child(name, args)
 
     checks = report.targets(results)
     print(report.table(results, settings))
@@ -63,6 +65,32 @@ def main(argv: list[str] | None = None) -> int:
         report.plot(args.plot, results)
     print(f"\n{time.perf_counter() - started:.0f} s; results in {args.json}", file=sys.stderr)
     return 1 if any(r.error for r in results.values()) else 0
+
+
+def _measure(name: str, settings: Settings, workers: int) -> Result:
+    system = SYSTEMS[name](workers)
+    try:
+        return measure(system, settings, client_memory=name == report.OURS)
+    except Exception as exc:
+        traceback.print_exc()
+        return Result(name, system.label, error=f"{type(exc).__name__}: {exc}")
+
+
+def _in_child(name: str, args: argparse.Namespace) -> Result:
+    """Measure one system in a process of its own.
+
+    Each system then starts from the same clean client process: measured in
+    one process one after the other, a system's latency depended on which
+    systems ran before it (by a factor of three for the zmq floor).
+    """
+    with tempfile.TemporaryDirectory(prefix="benchmarks-") as directory:
+        out = Path(directory) / "result.json"
+        command = [sys.executable, "-m", "benchmarks", name, "--one", str(out)]
+        command += ["--workers", str(args.workers)] + (["--quick"] if args.quick else [])
+        child = subprocess.run(command, check=False)
+        if not out.exists():
+            return Result(name, SYSTEMS[name].label, error=f"exited with {child.returncode}")
+        return Result(**json.loads(out.read_text()))
 
 
 if __name__ == "__main__":

@@ -85,3 +85,36 @@ def test_the_latency_ladder_prints_every_step() -> None:
         "| parallel_kernel Pool(1)",
     ]
     assert all(float(row.split(" | ")[1].replace(",", "")) > 0 for row in rows)
+
+
+@pytest.mark.timeout(300)
+def test_a_short_soak_loses_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.soak",
+            "--minutes",
+            "0.25",
+            "--small",
+            "10000",
+            "--kill-every",
+            "5",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["lost"] == 0
+    assert report["hung_waits"] == 0
+    assert report["engine_kills"] >= 2
+    assert report["small_tasks"] >= 10_000
+    assert report["completed"] >= 10_000
+    assert report["expected_errors"]["ValueError raised by the task"] > 0
+    assert "| **lost** | **0** |" in run.stdout
