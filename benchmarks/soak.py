@@ -30,6 +30,7 @@ import random
 import signal
 import statistics
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,8 +110,8 @@ class Report:
                 " / ".join(f"{self.latency_us.get(k, 0):,.0f} µs" for k in ("p50", "p99", "max")),
             ),
             (
-                "client RSS start → end",
-                f"{client.get('start', 0):.0f} → {client.get('end', 0):.0f} MB",
+                "client RSS start → each minute → end",
+                " → ".join(f"{v:.0f}" for v in client.values()) + " MB",
             ),
             (
                 "engine RSS start → end",
@@ -132,6 +133,7 @@ class Soak:
         self.report = report
         self.rng = rng
         self.latencies: list[float] = []
+        self.pids: list[int] = []
 
     def check(self, future: Any, expected: Any, kind: str, error: type | None = None) -> None:
         """Wait for one future and classify its outcome."""
@@ -173,6 +175,20 @@ class Soak:
         import numpy as np
 
         pool, rng, report = self.pool, self.rng, self.report
+        self.pids = self.broadcast(engine_pid)
+        # sequential round trips while the pool has nothing else to do
+        for _ in range(20):
+            began = time.perf_counter()
+            try:
+                pool.submit(square, 3, retries=2).result(RESULT_TIMEOUT)
+                self.latencies.append(time.perf_counter() - began)
+                report.completed += 1
+            except concurrent.futures.TimeoutError:
+                report.hung_waits += 1
+            except Exception as exc:
+                report.lost += 1
+                report.problems.append(f"latency probe: {exc!r}")
+            report.small_tasks += 1
         start = rng.randrange(1_000_000)
         items = range(start, start + 2000)
         results = pool.map(square, items, retries=2, timeout=RESULT_TIMEOUT)
@@ -202,18 +218,6 @@ class Soak:
         for future, *_ in rng.sample(mixed[:20], 2):
             time.sleep(rng.random() * 0.01)
             future.cancel()
-        for _ in range(20):
-            began = time.perf_counter()
-            try:
-                pool.submit(square, 3, retries=2).result(RESULT_TIMEOUT)
-                self.latencies.append(time.perf_counter() - began)
-                report.completed += 1
-            except concurrent.futures.TimeoutError:
-                report.hung_waits += 1
-            except Exception as exc:
-                report.lost += 1
-                report.problems.append(f"latency probe: {exc!r}")
-            report.small_tasks += 1
         for future, expected in small:
             self.check(future, expected, "submit")
         for future, expected, kind, error in mixed:
@@ -223,10 +227,28 @@ class Soak:
                 report.lost += 1
                 report.problems.append(f"chatty: stdout {future.stdout!r}")
 
+    def broadcast(self, fn: Any) -> list[Any]:
+        """``pool.broadcast``, again if an engine was killed under it (an expected error)."""
+        from parallel_kernel import EngineDied
+
+        for _ in range(10):
+            try:
+                return self.pool.broadcast(fn)
+            except EngineDied:
+                errors = self.report.expected_errors
+                errors["EngineDied"] = errors.get("EngineDied", 0) + 1
+        raise RuntimeError("ten broadcasts in a row lost an engine")
+
     def kill_an_engine(self) -> None:
-        pids = self.pool.broadcast(engine_pid)
-        os.kill(self.rng.choice(pids), signal.SIGKILL)
+        """SIGKILL one engine, whatever it is doing (called from the killer thread)."""
+        try:
+            os.kill(self.rng.choice(self.pids), signal.SIGKILL)
+        except ProcessLookupError:
+            return  # it is being restarted already
         self.report.engine_kills += 1
+
+    def sample_memory(self, minute: int) -> None:
+        self.report.client_rss_mb[f"minute {minute}"] = round(rss_mb(os.getpid()), 1)
 
 
 def rss_mb(pid: int) -> float:
@@ -239,8 +261,8 @@ def _same(value: Any, expected: Any) -> bool:
     return value == expected
 
 
-def _engine_rss(pool: Any) -> list[float]:
-    return [round(rss_mb(pid), 1) for pid in pool.broadcast(engine_pid)]
+def _engine_rss(soak: Soak) -> list[float]:
+    return [round(rss_mb(pid), 1) for pid in soak.broadcast(engine_pid)]
 
 
 def run(minutes: float, engines: int, small: int, kill_every: float, seed: int) -> Report:
@@ -257,17 +279,30 @@ def run(minutes: float, engines: int, small: int, kill_every: float, seed: int) 
         soak = Soak(pool, report, rng)
         soak.round()  # warm-up: the start figures are those of a pool in use
         report.client_rss_mb["start"] = round(rss_mb(os.getpid()), 1)
-        report.engine_rss_mb["start"] = _engine_rss(pool)
-        next_kill = time.monotonic() + kill_every
-        deadline = started + minutes * 60
-        while time.monotonic() < deadline or report.small_tasks < small:
-            soak.round()
-            if time.monotonic() >= next_kill:
+        report.engine_rss_mb["start"] = _engine_rss(soak)
+        stop = threading.Event()
+
+        def killer() -> None:
+            # at random moments of the rounds: mid-map, mid-task, between tasks
+            while not stop.wait(kill_every * rng.uniform(0.75, 1.25)):
                 soak.kill_an_engine()
-                next_kill += kill_every
+
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        deadline = started + minutes * 60
+        next_sample = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline or report.small_tasks < small:
+                soak.round()
+                if time.monotonic() >= next_sample:
+                    soak.sample_memory(round((time.monotonic() - started) / 60))
+                    next_sample += 60
+        finally:
+            stop.set()
+            thread.join()
         _wait_all_idle(pool)
         report.client_rss_mb["end"] = round(rss_mb(os.getpid()), 1)
-        report.engine_rss_mb["end"] = _engine_rss(pool)
+        report.engine_rss_mb["end"] = _engine_rss(soak)
     report.minutes = round((time.monotonic() - started) / 60, 2)
     lat = sorted(soak.latencies)
     if lat:

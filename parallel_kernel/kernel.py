@@ -48,6 +48,8 @@ COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 _MISSING = object()
 #: Seconds after which a task's output is flushed even if its buffers look empty.
 FORCED_FLUSH_AFTER = 0.05
+#: Longest interval, in seconds, between checks that a zero-copy reply has been sent.
+SENT_POLL_INTERVAL = 0.0005
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -412,10 +414,12 @@ class ParallelKernel(IPythonKernel):
         able to mutate an object that is still being sent.  Control messages
         keep being served meanwhile.
         """
+        # a short poll: the client may already be waiting for the next task to start
+        # (a 64 MiB reply takes about 30 ms to send; a 10 ms backoff cost up to 10 of those)
         delay = 1e-4
         while not tracker.done:
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.01)
+            delay = min(delay * 2, SENT_POLL_INTERVAL)
 
     # ------------------------------------------------------------------ clear
 
