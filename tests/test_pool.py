@@ -195,7 +195,7 @@ def test_engines_expose_connection_files_to_inspect_the_namespace(pool: Pool) ->
 
 def test_cancel_a_task_queued_at_an_engine_and_it_never_runs(pool: Pool) -> None:
     pool.broadcast(lambda: globals().update(side_effects=[]))
-    busy = pool.submit(started_marker, 1.5, engine=0)
+    busy = pool.submit(started_marker, 3, engine=0)
     queued = pool.submit(lambda: side_effects.append("ran"), engine=0)  # noqa: F821
     wait_started(busy)
     assert queued.msg_id is not None  # sent: it waits in the engine's queue
@@ -209,7 +209,7 @@ def test_cancel_a_task_queued_at_an_engine_and_it_never_runs(pool: Pool) -> None
 
 
 def test_cancel_a_task_not_sent_yet(pool: Pool) -> None:
-    blockers = [pool.submit(started_marker, 1.0, engine=1) for _ in range(pool.hwm)]
+    blockers = [pool.submit(started_marker, 3, engine=1) for _ in range(pool.hwm)]
     waiting = pool.submit(lambda: "never", engine=1)
     time.sleep(0.2)
     assert waiting.msg_id is None

@@ -153,9 +153,12 @@ def test_forward_output_prefixes_engine_lines(capfd) -> None:
 
 def test_shutdown_cancels_pending_futures_when_asked() -> None:
     pool = Pool(1, hwm=1)
-    running = pool.submit(time.sleep, 1)
+    running = pool.submit(_nap, 1)
     waiting = [pool.submit(abs, -i) for i in range(5)]
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while "started" not in running.stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     pool.shutdown(wait=True, cancel_futures=True)
     assert running.result() is None
     assert all(f.cancelled() for f in waiting)

@@ -121,8 +121,10 @@ def test_errors_reply_with_a_traceback_and_publish_it(kernel: Driver, tasks: Tas
 
 def test_a_task_waits_for_a_running_cell(kernel: Driver, tasks: TaskSocket) -> None:
     kernel.execute("import asyncio")
-    cell = kernel.client.execute("await asyncio.sleep(1); marker = 'cell done'")
-    time.sleep(0.3)
+    cell = kernel.client.execute(
+        "print('cell started', flush=True); await asyncio.sleep(1); marker = 'cell done'"
+    )
+    kernel.wait_for_output(cell, "cell started")  # the cell holds the main shell now
     tasks.send_apply(lookup, "marker")
     reply = tasks.reply()
     assert tasks.result(reply) == "cell done"
@@ -130,7 +132,7 @@ def test_a_task_waits_for_a_running_cell(kernel: Driver, tasks: TaskSocket) -> N
 
 
 def test_queued_tasks_can_be_aborted_by_id(kernel: Driver, tasks: TaskSocket) -> None:
-    busy = tasks.send_apply(time.sleep, 1)
+    busy = tasks.send_apply(time.sleep, 3)  # long enough for the abort to arrive first
     queued = tasks.send_apply(add, 1, 1)
     abort = kernel.control("abort_request", {"msg_ids": [queued]})
     assert abort["content"]["pending"] == [queued]
@@ -208,7 +210,7 @@ def test_a_batch_runs_each_task_as_its_own_request(kernel: Driver, tasks: TaskSo
 
 
 def test_a_member_of_a_batch_can_be_aborted(kernel: Driver, tasks: TaskSocket) -> None:
-    ids = send_batch(tasks, [(time.sleep, (1,)), (add, (1, 1)), (add, (2, 2))])
+    ids = send_batch(tasks, [(time.sleep, (3,)), (add, (1, 1)), (add, (2, 2))])
     time.sleep(0.2)
     assert kernel.control("abort_request", {"msg_ids": [ids[1]]})["content"]["pending"] == [ids[1]]
     found = batch_replies(tasks, 3)
