@@ -179,44 +179,84 @@ def _median_us(round_trip: Callable[[], Any], rounds: int) -> float:
     return statistics.median(times) * 1e6
 
 
-def measure(rounds: int) -> list[tuple[str, float]]:
-    """The ladder's steps and their median round trip in microseconds."""
+def _processpool(rounds: int) -> float:
+    with ProcessPoolExecutor(1) as executor:
+        return _median_us(lambda: executor.submit(noop).result(), rounds)
+
+
+def _echo(rounds: int, mode: str, threaded: bool) -> float:
+    echo = _Echo(mode)
+    if not threaded:
+        try:
+            return _median_us(echo.round_trip, rounds)
+        finally:
+            echo.close()
+    client = _Threaded(echo)
+    try:
+        return _median_us(client.round_trip, rounds)
+    finally:
+        client.close()
+
+
+def _pool(rounds: int) -> float:
     from parallel_kernel import Pool
 
-    steps: list[tuple[str, float]] = []
-    with ProcessPoolExecutor(1) as executor:
-        steps.append(
-            ("ProcessPoolExecutor(1)", _median_us(lambda: executor.submit(noop).result(), rounds))
-        )
-    echo = _Echo("raw")
-    steps.append(("zmq echo (ipc), calling thread", _median_us(echo.round_trip, rounds)))
-    threaded = _Threaded(echo)
-    steps.append(("zmq echo + client loop thread", _median_us(threaded.round_trip, rounds)))
-    threaded.close()
-    for mode, label in (
-        ("signed", "+ signed Jupyter messages both ways"),
-        ("compact", "... packed in one frame"),
-        ("call", "+ pickled call on the server"),
-    ):
-        threaded = _Threaded(_Echo(mode))
-        steps.append((label, _median_us(threaded.round_trip, rounds)))
-        threaded.close()
     with Pool(1) as pool:
-        steps.append(
-            ("parallel_kernel Pool(1)", _median_us(lambda: pool.submit(noop).result(), rounds))
+        return _median_us(lambda: pool.submit(noop).result(), rounds)
+
+
+#: The steps: label, and how to measure it given the number of rounds.
+STEPS: list[tuple[str, Callable[[int], float]]] = [
+    ("ProcessPoolExecutor(1)", _processpool),
+    ("zmq echo (ipc), calling thread", lambda n: _echo(n, "raw", threaded=False)),
+    ("zmq echo + client loop thread", lambda n: _echo(n, "raw", threaded=True)),
+    ("+ signed Jupyter messages both ways", lambda n: _echo(n, "signed", threaded=True)),
+    ("... packed in one frame", lambda n: _echo(n, "compact", threaded=True)),
+    ("+ pickled call on the server", lambda n: _echo(n, "call", threaded=True)),
+    ("parallel_kernel Pool(1)", _pool),
+]
+
+
+def measure(rounds: int) -> list[tuple[str, float]]:
+    """The ladder's steps and their median round trip in microseconds.
+
+    Each step runs in a process of its own: measured one after another in one
+    process, a step's latency depends on the steps before it.
+    """
+    steps = []
+    for index, (label, _) in enumerate(STEPS):
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.ladder",
+                "--rounds",
+                str(rounds),
+                "--step",
+                str(index),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
         )
+        steps.append((label, float(child.stdout.strip())))
     return steps
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ladder", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3000, help="round trips per step")
+    parser.add_argument("--step", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import cloudpickle
 
     from . import workloads
 
     cloudpickle.register_pickle_by_value(workloads)
+    if args.step is not None:
+        print(STEPS[args.step][1](args.rounds))
+        return 0
     steps = measure(args.rounds)
     reference = steps[0][1]
     print("| step | median µs | ratio to ProcessPoolExecutor |\n|---|---:|---:|")
