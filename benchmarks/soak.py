@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gc
 import json
 import os
 import random
@@ -248,7 +249,7 @@ class Soak:
         self.report.engine_kills += 1
 
     def sample_memory(self, minute: int) -> None:
-        self.report.client_rss_mb[f"minute {minute}"] = round(rss_mb(os.getpid()), 1)
+        self.report.client_rss_mb[f"minute {minute}"] = _client_rss()
 
 
 def rss_mb(pid: int) -> float:
@@ -259,6 +260,18 @@ def _same(value: Any, expected: Any) -> bool:
     if hasattr(expected, "shape"):
         return bool(value.shape == expected.shape and (value == expected).all())
     return value == expected
+
+
+def _client_rss() -> float:
+    """This process's RSS after a garbage collection.
+
+    A task that raised leaves a reference cycle here (its future holds the
+    exception, whose traceback holds this harness's frames and their arrays)
+    that only the cyclic collector frees; without a collection the samples
+    swing by a hundred MB with the collector's timing, which hides any trend.
+    """
+    gc.collect()
+    return round(rss_mb(os.getpid()), 1)
 
 
 def _engine_rss(soak: Soak) -> list[float]:
@@ -278,7 +291,7 @@ def run(minutes: float, engines: int, small: int, kill_every: float, seed: int) 
     with Pool(engines) as pool:
         soak = Soak(pool, report, rng)
         soak.round()  # warm-up: the start figures are those of a pool in use
-        report.client_rss_mb["start"] = round(rss_mb(os.getpid()), 1)
+        report.client_rss_mb["start"] = _client_rss()
         report.engine_rss_mb["start"] = _engine_rss(soak)
         stop = threading.Event()
 
@@ -301,7 +314,7 @@ def run(minutes: float, engines: int, small: int, kill_every: float, seed: int) 
             stop.set()
             thread.join()
         _wait_all_idle(pool)
-        report.client_rss_mb["end"] = round(rss_mb(os.getpid()), 1)
+        report.client_rss_mb["end"] = _client_rss()
         report.engine_rss_mb["end"] = _engine_rss(soak)
     report.minutes = round((time.monotonic() - started) / 60, 2)
     lat = sorted(soak.latencies)
