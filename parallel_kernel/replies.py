@@ -135,7 +135,8 @@ def find_malformed(session: Any, frames: Sequence[Any]) -> tuple[list, dict, str
     """Find a correctly signed message that jupyter_client cannot deserialize.
 
     That is one whose parent, metadata or content is not valid JSON, or whose
-    header's ``version`` is not a string.
+    header's ``version`` is not a protocol version (such as "5.4"), or whose
+    ``subshell_id`` is neither a string nor null.
 
     Returns ``(idents, header, problem)`` for such a message, else ``None``:
     well-formed messages, and messages that are unsigned, badly signed or have
@@ -156,9 +157,12 @@ def find_malformed(session: Any, frames: Sequence[Any]) -> tuple[list, dict, str
     except Exception:
         return None
     problems = []
-    if "version" in header and not isinstance(header["version"], str):
+    if "version" in header and not _is_protocol_version(header["version"]):
         # jupyter_client cannot deserialize such a message at all
-        problems.append("header 'version' is not a string")
+        problems.append(f"header 'version' is not a protocol version: {header['version']!r:.40}")
+    if not isinstance(header.get("subshell_id"), str | None):
+        # ipykernel cannot route it to a subshell (nor to the main shell)
+        problems.append("header 'subshell_id' is neither a string nor null")
     for name, part in zip(("parent_header", "metadata", "content"), parts[2:5], strict=True):
         try:
             value = session.unpack(part)
@@ -170,3 +174,14 @@ def find_malformed(session: Any, frames: Sequence[Any]) -> tuple[list, dict, str
     if not problems:
         return None
     return list(idents), header, "; ".join(problems)
+
+
+def _is_protocol_version(version: Any) -> bool:
+    """Whether jupyter_client can read ``version`` (it parses the part before the first dot)."""
+    if not isinstance(version, str):
+        return False
+    try:
+        int(version.split(".")[0])
+    except ValueError:
+        return False
+    return True
