@@ -54,5 +54,6 @@ def test_engines_listen_on_loopback_only() -> None:
     with Pool(1, transport="tcp") as pool:
         pid = pool.submit(os.getpid).result(60)
         addresses = listening_addresses(pid)
-    # shell, iopub, stdin, control, heartbeat and the task channel
-    assert addresses == ["127.0.0.1"] * 6
+    # shell, iopub, stdin, control, heartbeat, the task channel (and any other of ipykernel's)
+    assert len(addresses) >= 6
+    assert set(addresses) == {"127.0.0.1"}
