@@ -261,16 +261,19 @@ def test_a_retried_task_gets_a_fresh_attempt_with_its_own_timeout() -> None:
             return "finished without timeout"
 
         pool.submit(
-            lambda: globals().update(pool_first_attempt_marker=lambda: True), engine=0
-        ).result(30)
-        pool.submit(
             lambda: globals().update(pool_first_attempt_marker=lambda: False), engine=1
+        ).result(30)
+        # engine 0 ran last, so the idle pool gives it the first attempt, which fails
+        pool.submit(
+            lambda: globals().update(pool_first_attempt_marker=lambda: True), engine=0
         ).result(30)
         future = pool.submit(
             first_fails_then_sleeps, engine=None, retries=1, retry_on_error=True, timeout=1
         )
         with pytest.raises(TaskTimeout):
             future.result(timeout=30)
+        # one attempt on each engine: the retry ran, and was timed from its own start
+        assert pool.pull("attempts") == [1, 1]
 
 
 def test_engines_stop_when_the_client_exits_without_shutdown(tmp_path: Path) -> None:
