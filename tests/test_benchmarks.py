@@ -25,22 +25,20 @@ def run_module(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_for_json(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """Run a benchmark module that must succeed and write ``--json``; return it and the JSON."""
+    out = tmp_path / "out.json"
+    run = run_module(*args, "--json", str(out), timeout=280)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run, json.loads(out.read_text())
+
+
 @pytest.mark.timeout(300)
 def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    run = run_module(
-        "benchmarks",
-        "--quick",
-        "parallel_kernel",
-        "processpool",
-        "zmq-ipc",
-        "--json",
-        str(out),
-        timeout=280,
+    run, data = run_for_json(
+        tmp_path, "benchmarks", "--quick", "parallel_kernel", "processpool", "zmq-ipc"
     )
-    assert run.returncode == 0, run.stderr[-3000:]
     assert "| parallel_kernel Pool |" in run.stdout
-    data = json.loads(out.read_text())
     ours = data["results"]["parallel_kernel"]
     assert ours["error"] is None
     assert set(ours["latency_us"]) == {"median", "p90", "p99"}
@@ -79,21 +77,9 @@ def test_the_latency_ladder_prints_every_step() -> None:
 
 @pytest.mark.timeout(300)
 def test_a_short_soak_loses_nothing(tmp_path: Path) -> None:
-    out = tmp_path / "soak.json"
-    run = run_module(
-        "benchmarks.soak",
-        "--minutes",
-        "0.25",
-        "--small",
-        "10000",
-        "--kill-every",
-        "5",
-        "--json",
-        str(out),
-        timeout=280,
+    run, report = run_for_json(
+        tmp_path, "benchmarks.soak", "--minutes", "0.25", "--small", "10000", "--kill-every", "5"
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    report = json.loads(out.read_text())
     assert report["lost"] == 0
     assert report["hung_waits"] == 0
     assert report["engine_kills"] >= 2
