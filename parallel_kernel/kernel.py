@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from signal import SIGINT, default_int_handler
 from types import TracebackType
 from typing import Any
@@ -46,6 +47,8 @@ ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 _MISSING = object()
+#: The context a call runs in when its function carried no names.
+_NOTHING_CARRIED = nullcontext()
 #: Seconds after which a task's output is flushed even if its buffers look empty.
 FORCED_FLUSH_AFTER = 0.05
 #: Longest interval, in seconds, between checks that a zero-copy reply has been sent.
@@ -291,7 +294,7 @@ class ParallelKernel(IPythonKernel):
         """
         namespace = self.shell.user_ns
         f, carried = bind_to_namespace(f, namespace)
-        with carried_names(namespace, carried):
+        with carried_names(namespace, carried) if carried else _NOTHING_CARRIED:
             try:
                 result = f(*args, **kwargs)
             except BaseException as exc:

@@ -305,7 +305,56 @@ def _plain_module(value: Any) -> bool:
     )
 
 
+class _LoadedFunctions:
+    """Functions unpickled from the same bytes before, when reusing one cannot be told apart.
+
+    A pool sends the same function pickle for every task of a ``map``.  A
+    function unpickled from those bytes is reused only if nothing in it can
+    have changed since: no closure, no attributes, no keyword-only defaults,
+    immutable defaults and annotations, and globals that are all immutable
+    values or modules.  Everything else is unpickled afresh for every call, as
+    it must be (a task may mutate a list its function carried).
+    """
+
+    def __init__(self, size: int = 256, largest: int = 2**16) -> None:
+        self.size = size
+        self.largest = largest
+        self.entries: dict[bytes, Any] = {}
+
+    def load(self, frames: Sequence[Frame]) -> Any:
+        if len(frames) != 1 or memoryview(frames[0]).nbytes > self.largest:
+            return unpack(frames, "function")
+        key = bytes(frames[0])
+        f = self.entries.get(key)
+        if f is not None:
+            return f
+        f = unpack(frames, "function")
+        if self._reusable(f):
+            if len(self.entries) >= self.size:
+                self.entries.pop(next(iter(self.entries)))
+            self.entries[key] = f
+        return f
+
+    @staticmethod
+    def _reusable(f: Any) -> bool:
+        if type(f) is not FunctionType or f.__closure__ or f.__dict__ or f.__kwdefaults__:
+            return False
+        if f.__defaults__ and not all(_immutable(d) for d in f.__defaults__):
+            return False
+        if not all(
+            _immutable(v) or (type(v) is type and v in _BUILTIN_TYPES)
+            for v in f.__annotations__.values()
+        ):
+            return False
+        return all(
+            _immutable(value) or isinstance(value, ModuleType)
+            for name, value in f.__globals__.items()
+            if not (name.startswith("__") and name.endswith("__"))
+        )
+
+
 _functions = _FunctionCache()
+_loaded = _LoadedFunctions()
 
 
 def pack(obj: Any) -> list[Frame]:
@@ -417,7 +466,7 @@ def unpack_apply(
     """
     _check_version(content)
     function_frames, call_frames = _split(buffers, content.get("parts"), ("function", "arguments"))
-    f = unpack(function_frames, "function")
+    f = _loaded.load(function_frames)
     call = unpack(call_frames, "arguments")
     if (
         not isinstance(call, tuple)

@@ -11,7 +11,7 @@ so either side can still be a plain ``Session`` user:
   reply can pass the request's header frame as its parent verbatim;
 * :meth:`Codec.decode` checks the signature and replay history exactly as
   ``Session.deserialize`` does, parses the JSON with the session's unpacker,
-  and turns only the two header dates into ``datetime`` objects.
+  and turns only the header's date into a ``datetime`` (the parent's stays a string).
 
 Each ZMQ frame of a message costs several microseconds more to send and
 receive than the bytes in it, and a small task's request and reply have eight
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import itertools
 import json
 import os
 import struct
@@ -77,9 +78,17 @@ class WireError(ValueError):
 _encoder = json.JSONEncoder(default=json_default, ensure_ascii=False, allow_nan=False)
 
 
+_decoder = json.JSONDecoder()
+
+
 def _dumps(obj: Any) -> bytes:
     # one encoder for all: json.dumps builds a new one per call when given options
     return _encoder.encode(obj).encode()
+
+
+def _loads(data: bytes) -> Any:
+    # json.loads would first sniff the encoding of bytes; the protocol says UTF-8
+    return _decoder.decode(data.decode())
 
 
 def _now() -> str:
@@ -123,7 +132,20 @@ class Codec:
         self.auth = session.auth
         self.username = session.username
         self.session_id = session.session
-        self.unpack = json.loads if session.unpacker == "json" else session.unpack
+        self.unpack = _loads if session.unpacker == "json" else session.unpack
+        # every header differs only in msg_id, msg_type and date: the rest is encoded once
+        head = _dumps(
+            {
+                "username": self.username,
+                "session": self.session_id,
+                "version": PROTOCOL_VERSION,
+            }
+        )
+        self._header_tail = b", " + head[1:]
+        self._types: dict[str, bytes] = {}
+        # msg_ids: a random prefix per codec and a counter (as Session numbers its messages)
+        self._id_prefix = os.urandom(12).hex() + "_"
+        self._count = itertools.count()
         self.digests = session.digest_history
         self.history_size = session.digest_history_size
 
@@ -143,16 +165,15 @@ class Codec:
         ``parent`` is the parent header, as a dict or as its already-encoded
         JSON.  ``compact`` packs everything but large buffers into one frame.
         """
-        msg_id = os.urandom(16).hex()
-        header = _dumps(
-            {
-                "msg_id": msg_id,
-                "msg_type": msg_type,
-                "username": self.username,
-                "session": self.session_id,
-                "date": _now(),
-                "version": PROTOCOL_VERSION,
-            }
+        msg_id = f"{self._id_prefix}{next(self._count)}"
+        encoded_type = self._types.get(msg_type)
+        if encoded_type is None:
+            encoded_type = self._types[msg_type] = _dumps(msg_type)
+        header = b'{"msg_id": "%s", "msg_type": %s, "date": "%s"%s' % (
+            msg_id.encode(),
+            encoded_type,
+            _now().encode(),
+            self._header_tail,
         )
         if parent is None:
             parent_frame = b"{}"
@@ -252,11 +273,10 @@ class Codec:
             raise WireError(f"undecodable JSON: {exc}", True, idents, head[0], compact) from None
         if not isinstance(header, dict) or not isinstance(parent, dict):
             raise WireError("a header is not a JSON object", True, idents, head[0], compact)
-        for h in (header, parent):
-            date = h.get("date")
-            if isinstance(date, str):
-                with contextlib.suppress(ValueError):
-                    h["date"] = datetime.fromisoformat(date)
+        date = header.get("date")
+        if isinstance(date, str):
+            with contextlib.suppress(ValueError):
+                header["date"] = datetime.fromisoformat(date)
         msg = {
             "header": header,
             "msg_id": header.get("msg_id"),

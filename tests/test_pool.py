@@ -100,6 +100,20 @@ def test_map_uses_the_engine_namespace_and_batches(pool: Pool) -> None:
     assert results == [x + 1000 for x in range(100)]
 
 
+def test_the_same_function_sent_again_sees_the_namespace_and_fresh_state(pool: Pool) -> None:
+    def read_offset():
+        return offset  # noqa: F821
+
+    def count_calls(seen=[]):  # noqa: B006 - the shared default is the point
+        seen.append(1)
+        return len(seen)
+
+    for value in (1, 2, 3):
+        pool.push({"offset": value})
+        assert pool.broadcast(read_offset) == [value, value]
+    assert [pool.submit(count_calls).result(timeout=30) for _ in range(6)] == [1] * 6
+
+
 def test_map_timeout_and_errors(pool: Pool) -> None:
     with pytest.raises(TimeoutError):
         list(pool.map(time.sleep, [0.1, 5], chunksize=1, timeout=1))

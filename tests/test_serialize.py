@@ -240,3 +240,31 @@ def test_a_function_reaching_through_a_package_is_never_cached() -> None:
         serialize.pack_apply(subject, ("",))[1][0] is not serialize.pack_apply(subject, ("",))[1][0]
     )
     assert serialize.pack_apply(scaled, (1,))[1][0] is serialize.pack_apply(scaled, (1,))[1][0]
+
+
+def remember(x):
+    HISTORY.append(x)
+    return list(HISTORY)
+
+
+def collect(x, seen=[]):  # noqa: B006 - the shared default is the point
+    seen.append(x)
+    return list(seen)
+
+
+def unpacked_function(f):
+    content, buffers = serialize.pack_apply(f, (1,))
+    return serialize.unpack_apply(content, buffers)[0]
+
+
+def test_an_engine_reuses_a_function_unpickled_from_the_same_bytes_only_if_stateless() -> None:
+    assert unpacked_function(scaled) is unpacked_function(scaled)
+    assert unpacked_function(remember) is not unpacked_function(remember)
+    assert unpacked_function(collect) is not unpacked_function(collect)
+
+
+def test_state_a_function_carries_is_fresh_for_every_call() -> None:
+    assert call_through_the_wire(remember, 2) == [1, 2]
+    assert call_through_the_wire(remember, 3) == [1, 3]
+    assert call_through_the_wire(collect, 1) == [1]
+    assert call_through_the_wire(collect, 2) == [2]
