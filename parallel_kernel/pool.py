@@ -716,7 +716,7 @@ class Pool(Executor):
 
     def _schedule_soon(self) -> None:
         """Schedule once this loop iteration's replies are all in (they may free many slots)."""
-        if not self._schedule_pending:
+        if not self._schedule_pending and self._scheduler.queue:
             self._schedule_pending = True
             self._loop.call_soon(self._scheduled)
 
