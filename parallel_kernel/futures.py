@@ -13,6 +13,8 @@ import concurrent.futures
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
+from . import output
+
 
 class TaskFuture(concurrent.futures.Future):
     """The future of one task run on a pool engine.
@@ -24,6 +26,8 @@ class TaskFuture(concurrent.futures.Future):
     - ``outputs``: rich outputs it displayed (``display_data`` contents);
     - ``metadata``: the reply metadata (``started``, ``completed``, ``engine`` ...);
     - ``interrupt()``: interrupt the task if it is running;
+    - ``display_outputs()``: show what it printed and displayed here (in a
+      notebook, as output of the current cell);
     - ``await future`` in asyncio code.
 
     ``cancel()`` cancels a task that has not been sent; for a task already
@@ -57,6 +61,14 @@ class TaskFuture(concurrent.futures.Future):
     def interrupt(self) -> bool:
         """Interrupt the task if it is running now; return whether an interrupt was sent."""
         return self._pool._interrupt_task(self)
+
+    def display_outputs(self) -> None:
+        """Show the task's stdout, stderr and rich outputs here, as output of the caller.
+
+        In a notebook, figures and HTML an engine displayed appear in the
+        current cell; in a script, their ``text/plain`` form is printed.
+        """
+        output.display_outputs(self)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()

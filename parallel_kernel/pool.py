@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +35,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 
-from . import remote, serialize
+from . import output, remote, serialize
 from .client import EngineClient, kernel_client
 from .errors import (
     EngineDied,
@@ -101,6 +100,7 @@ class _Task:
         "kind",
         "msg_id",
         "msg_type",
+        "origin",
         "reply",
         "retries",
         "retry_on_error",
@@ -140,6 +140,7 @@ class _Task:
         self.interrupt_requested = False
         self.timed_out = False
         self.timer: asyncio.TimerHandle | None = None
+        self.origin: dict[str, Any] | None = None
 
 
 class _EngineState:
@@ -175,8 +176,10 @@ class Pool(Executor):
     Tasks of a function whose measured run time is short share a slot: up to
     32 per slot, about 2 ms of work, sent to the engine in one message; a
     function not seen yet, or a slow one, takes a whole slot.
-    ``forward_output=True`` prints the engines' stdout and stderr here as it
-    arrives, each line prefixed with its engine id.  ``transport`` is how the
+    ``forward_output=True`` shows what tasks print and display as it arrives:
+    in a script, on this process's stdout and stderr, each line prefixed with
+    its engine id; in a notebook, as output of the cell that submitted the
+    task (see :mod:`parallel_kernel.output`).  ``transport`` is how the
     pool reaches the engines it starts: ``"ipc"`` (Unix sockets in the user's
     private Jupyter runtime directory), ``"tcp"`` (loopback), or ``"auto"``,
     which picks ipc for engines started on this machine by jupyter_client's
@@ -227,6 +230,7 @@ class Pool(Executor):
         self.task_channel = task_channel
         self._extra_arguments = list(extra_arguments or [])
         self._scheduler = Scheduler()
+        self._output = output.OutputForwarder()
         self._engines: dict[int, _EngineState] = {}
         self._tasks: dict[str, _Task] = {}
         # control and introspection requests awaiting a reply: msg_id -> (waiter, engine id)
@@ -585,9 +589,11 @@ class Pool(Executor):
             else:
                 task.future.stdout += text
             if self.forward_output and engine is not None:
-                _forward(engine.id, content.get("name"), text)
-        elif msg_type in ("display_data", "execute_result", "update_display_data"):
+                self._output.stream(engine.id, content.get("name") or "stdout", text, task.origin)
+        elif msg_type in output.RICH_TYPES:
             task.future.outputs.append(content)
+            if self.forward_output and engine is not None:
+                self._output.rich(engine.id, msg_type, content, task.origin)
 
     # ------------------------------------------------------------------ tasks
 
@@ -645,6 +651,8 @@ class Pool(Executor):
             raise ValueError(f"timeout must be positive, got {options['timeout']}")
         future = TaskFuture(self)
         task = _Task(future, msg_type, content, buffers, job, **options)
+        if self.forward_output:
+            task.origin = output.origin()
         future._task = task
         self._futures.add(future)
         for dependency in (job.after, job.follow):
@@ -1319,21 +1327,3 @@ def _check_kernel_name(kernel_name: str) -> None:
     except NoSuchKernel:
         available = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
         raise ValueError(f"no kernelspec named {kernel_name!r}; available: {available}") from None
-
-
-_line_start: dict[tuple[int, str], bool] = {}
-
-
-def _forward(engine_id: int, name: str | None, text: str) -> None:
-    """Print engine output here, each line prefixed with its engine id."""
-    stream = sys.stderr if name == "stderr" else sys.stdout
-    prefix = f"[engine {engine_id}] "
-    key = (engine_id, name or "stdout")
-    out = []
-    for line in text.splitlines(keepends=True):
-        if _line_start.get(key, True):
-            out.append(prefix)
-        out.append(line)
-        _line_start[key] = line.endswith("\n")
-    stream.write("".join(out))
-    stream.flush()

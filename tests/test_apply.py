@@ -182,6 +182,58 @@ def test_output_is_parented_to_the_request(kernel: Driver) -> None:
     assert "execute_input" not in kinds
 
 
+def test_a_matplotlib_figure_shown_by_a_task_is_an_inline_image_of_that_request(
+    kernel: Driver,
+) -> None:
+    def plot():
+        import matplotlib.pyplot as plt
+
+        plt.plot([1, 4, 9])
+        plt.show()
+        return "plotted"
+
+    reply = kernel.apply(plot)
+    assert reply["result"] == "plotted"
+    msg_id = reply["parent_header"]["msg_id"]
+    [figure] = [m for m in kernel.iopub(msg_id) if m["msg_type"] == "display_data"]
+    assert figure["parent_header"]["msg_id"] == msg_id
+    assert figure["content"]["data"]["image/png"]
+    assert figure["content"]["data"]["text/plain"].startswith("<Figure size")
+
+
+def test_a_widget_created_by_a_task_reaches_the_client_that_asked_and_stays_live(
+    kernel: Driver,
+) -> None:
+    def make_slider():
+        import ipywidgets
+        from IPython.display import display
+
+        global slider
+        slider = ipywidgets.IntSlider(value=3)
+        display(slider)
+        return slider.model_id
+
+    reply = kernel.apply(make_slider)
+    model_id = reply["result"]
+    msg_id = reply["parent_header"]["msg_id"]
+    messages = kernel.iopub(msg_id)
+    assert all(m["parent_header"]["msg_id"] == msg_id for m in messages)
+    opened = {
+        m["content"]["comm_id"]: m["content"] for m in messages if m["msg_type"] == "comm_open"
+    }
+    assert opened[model_id]["target_name"] == "jupyter.widget"
+    assert opened[model_id]["data"]["state"]["value"] == 3
+    [view] = [m for m in messages if m["msg_type"] == "display_data"]
+    assert (
+        view["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] == model_id
+    )
+
+    # the frontend moves the slider: the engine's widget follows
+    update = {"method": "update", "state": {"value": 9}, "buffer_paths": []}
+    kernel.send("comm_msg", {"comm_id": model_id, "data": update})
+    assert kernel.call(lambda: slider.value) == 9
+
+
 def test_numpy_arrays_travel_out_of_band_without_copies(kernel: Driver) -> None:
     big = np.arange(1_000_000, dtype=np.float64)
 

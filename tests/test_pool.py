@@ -66,6 +66,32 @@ def test_submit_returns_a_concurrent_future_with_what_the_engine_sent(pool: Pool
     assert future.metadata["started"] <= future.metadata["completed"]
 
 
+def test_figures_and_rich_reprs_a_task_displays_are_on_its_future(pool: Pool) -> None:
+    def draw(n):
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        class Table:
+            def _repr_html_(self):
+                return f"<table><tr><td>{n}</td></tr></table>"
+
+            def _repr_markdown_(self):
+                return f"| {n} |"
+
+        display(Table())
+        plt.plot(range(n))
+        plt.show()
+        return n
+
+    futures = [pool.submit(draw, n) for n in (3, 4)]
+    for n, future in zip((3, 4), futures, strict=True):
+        assert future.result(timeout=60) == n
+        table, figure = future.outputs
+        assert table["data"]["text/html"] == f"<table><tr><td>{n}</td></tr></table>"
+        assert table["data"]["text/markdown"] == f"| {n} |"
+        assert figure["data"]["image/png"]
+
+
 def test_futures_work_with_wait_as_completed_and_asyncio(pool: Pool) -> None:
     futures = [pool.submit(pow, 2, i) for i in range(20)]
     _, not_done = concurrent.futures.wait(futures, timeout=30)

@@ -1,0 +1,121 @@
+"""Engine output shown where the pool runs: a terminal, or the notebook cell that asked.
+
+A task's output (what it prints and displays on its engine) is kept on its
+future.  With ``Pool(forward_output=True)`` it is also shown here as it
+arrives, and ``TaskFuture.display_outputs()`` shows it again later:
+
+* in a script or terminal, stdout and stderr go to this process's streams
+  and rich outputs by their ``text/plain`` form, each line prefixed with the
+  engine id;
+* in a notebook (the pool runs inside an IPython kernel), stream text and
+  rich outputs (HTML, images, matplotlib figures ...) become outputs of the
+  cell that submitted the task, even when another cell is running by the time
+  they arrive: the cell's parent header is taken when the task is submitted.
+
+Widgets live where they were created: a widget view displayed on an engine
+refers to a model on that engine, which the notebook's own kernel does not
+have, so forwarded outputs keep only the widget's other representations.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+#: The MIME type of a widget view, which refers to a widget model by id.
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+#: IOPub message types whose content is a MIME bundle to show.
+RICH_TYPES = frozenset({"display_data", "update_display_data", "execute_result"})
+
+
+def _kernel_shell() -> Any:
+    """The IPython shell of the kernel this process is, or ``None`` outside a kernel."""
+    if "ipykernel" not in sys.modules:
+        return None
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell if getattr(shell, "kernel", None) is not None else None
+
+
+def origin() -> dict[str, Any] | None:
+    """The header that output of the calling code is parented to (its cell), if in a kernel."""
+    shell = _kernel_shell()
+    if shell is None:
+        return None
+    header = shell.display_pub.parent_header
+    return dict(header) if header else None
+
+
+def shareable(data: dict[str, Any]) -> dict[str, Any]:
+    """A MIME bundle without the representations that only make sense on the engine."""
+    return {mime: value for mime, value in data.items() if mime != WIDGET_VIEW}
+
+
+class OutputForwarder:
+    """Shows engine output in this process, parented to the cell each task came from."""
+
+    def __init__(self) -> None:
+        self._line_start: dict[tuple[int, str], bool] = {}
+
+    def stream(self, engine_id: int, name: str, text: str, parent: dict[str, Any] | None) -> None:
+        """Show ``text`` that engine ``engine_id`` wrote to its stream ``name``."""
+        stream = sys.stderr if name == "stderr" else sys.stdout
+        prefixed = self._prefix(engine_id, name, text)
+        setter = getattr(stream, "set_thread_parent", None) if parent else None
+        token = setter(parent) if setter is not None else None
+        try:
+            stream.write(prefixed)
+            stream.flush()
+        finally:
+            if token is not None:
+                stream.reset_thread_parent(token)
+
+    def rich(
+        self, engine_id: int, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None
+    ) -> None:
+        """Show a ``display_data``-like output of engine ``engine_id``."""
+        data = shareable(content.get("data") or {})
+        if not data:
+            return
+        shell = _kernel_shell()
+        if shell is None:
+            text = data.get("text/plain")
+            if text:
+                self.stream(engine_id, "stdout", f"{text}\n", None)
+            return
+        publisher = shell.display_pub
+        token = publisher.set_thread_parent(parent) if parent else None
+        try:
+            publisher.publish(
+                data,
+                content.get("metadata") or {},
+                transient=content.get("transient"),
+                update=msg_type == "update_display_data",
+            )
+        finally:
+            if token is not None:
+                publisher.reset_thread_parent(token)
+
+    def _prefix(self, engine_id: int, name: str, text: str) -> str:
+        prefix = f"[engine {engine_id}] "
+        key = (engine_id, name)
+        out = []
+        for line in text.splitlines(keepends=True):
+            if self._line_start.get(key, True):
+                out.append(prefix)
+            out.append(line)
+            self._line_start[key] = line.endswith("\n")
+        return "".join(out)
+
+
+def display_outputs(future: Any) -> None:
+    """Show a finished task's stdout, stderr and rich outputs here, as output of the caller."""
+    engine_id = future.engine_id if future.engine_id is not None else -1
+    forwarder = OutputForwarder()
+    if future.stdout:
+        forwarder.stream(engine_id, "stdout", future.stdout, None)
+    if future.stderr:
+        forwarder.stream(engine_id, "stderr", future.stderr, None)
+    for content in future.outputs:
+        forwarder.rich(engine_id, "display_data", content, None)
