@@ -14,6 +14,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import glob
 import logging
@@ -1077,11 +1078,14 @@ class Pool(Executor):
         bar = _progress(len(items), progress, "map")
         if bar is not None:
             lock = threading.Lock()
+            # the bar advances from the pool's thread, as output of the caller's
+            # context: in a notebook, its widget updates belong to the calling cell
+            caller = contextvars.copy_context()
             for future, size in zip(futures, sizes, strict=True):
 
                 def advance(_f: Any, size: int = size) -> None:
                     with lock:
-                        bar.update(size)
+                        caller.run(bar.update, size)
 
                 future.add_done_callback(advance)
         return self._map_results(futures, chunksize > 1, deadline, bar)

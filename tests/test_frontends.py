@@ -30,18 +30,6 @@ def outputs_of(cell) -> str:
     return "".join(texts)
 
 
-def test_nbclient_runs_the_example_notebook() -> None:
-    nb = nbformat.read(EXAMPLES / "getting-started.ipynb", as_version=4)
-    assert nb.metadata.kernelspec.name == "parallel"
-    NotebookClient(nb, timeout=60, resources={"metadata": {"path": str(EXAMPLES)}}).execute()
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert outputs_of(code[0]) == "ParallelKernel | parallel features: True\n"
-    assert outputs_of(code[1]) == "285"
-    assert code[2].outputs[0].data["text/html"] == "<b>rich output works</b>"
-    assert outputs_of(code[3]) == "(0, 36)"
-    assert all(o.output_type != "error" for c in code for o in c.outputs)
-
-
 def test_nbclient_widgets_and_errors(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "parallel", "display_name": "x", "language": "python"}
@@ -112,35 +100,6 @@ def test_jupyter_run(tmp_path: Path) -> None:
         check=True,
     )
     assert "ran in ParallelKernel" in result.stdout
-
-
-def test_script_with_a_function_defined_in_main() -> None:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "apply_from_script.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert "{'mean': 102.5, 'notebook says': '<no shared_value here>'}" in result.stdout
-
-
-def test_script_attaches_to_a_running_kernel_and_reads_its_variables(kernel: Driver) -> None:
-    kernel.execute("shared_value = 'defined in the notebook'")
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLES / "apply_from_script.py"),
-            "--existing",
-            kernel.manager.connection_file,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert "'notebook says': 'defined in the notebook'" in result.stdout
-    assert kernel.manager.is_alive()
 
 
 def test_interrupt_a_cell(kernel: Driver) -> None:
