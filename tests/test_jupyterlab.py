@@ -3,7 +3,9 @@
 A JupyterLab server of this environment finds the kernelspec the wheel
 installed; Debian's Chromium, headless and driven through Playwright, opens the
 Launcher, starts a notebook on the kernel from its card, runs cells that use a
-``Pool``, and interrupts and restarts the kernel from the notebook's toolbar.
+``Pool``, interrupts and restarts the kernel from the notebook's toolbar, and
+runs the pool example notebook, whose progress bars and engine figures it
+checks as rendered.
 Screenshots of every step go to ``test-artifacts/jupyterlab/``, together with
 the server's log.
 """
@@ -146,7 +148,7 @@ def lab(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     ARTIFACTS.mkdir(parents=True)
     home = tmp_path_factory.mktemp("jupyterlab")
     notebooks = home / "notebooks"
-    notebooks.mkdir()
+    shutil.copytree(ROOT / "examples", notebooks, ignore=shutil.ignore_patterns("*.py"))
     env = _isolated_environment(home)
     log = ARTIFACTS / "server.log"
     with log.open("wb") as output:
@@ -435,3 +437,53 @@ def test_restart_from_the_toolbar(lab_page: LabPage) -> None:
     outputs = notebook.outputs(cell, 2, CELL_RESULT)
     expect(outputs).to_have_text("'ParallelKernel'", timeout=CELL_RESULT)
     lab_page.shot("after-restart")
+
+
+@pytest.mark.timeout(300)
+def test_the_pool_example_notebook_shows_live_progress_bars_and_engine_figures(
+    lab_page: LabPage,
+) -> None:
+    """examples/pool-in-a-notebook.ipynb, opened and run as a whole from the Run menu."""
+    page = lab_page.page
+    page.locator(".jp-DirListing-item", has_text="pool-in-a-notebook.ipynb").dblclick(
+        timeout=CELL_RESULT
+    )
+    notebook = Notebook(page)
+    expect(notebook.panel).to_have_count(1, timeout=PAGE_LOAD)
+    notebook.wait_idle(KERNEL_START)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+    code = notebook.panel.locator(".jp-CodeCell")
+    last = code.nth(code.count() - 1)
+    expect(last.locator(".jp-InputArea-prompt")).to_have_text(
+        re.compile(r"\[\d+\]:"), timeout=POOL_RESULT
+    )
+    notebook.wait_idle(POOL_RESULT)
+    lab_page.shot("ran")
+
+    # the map's tqdm bar is a live widget, rendered by JupyterLab, at 100 %
+    # (JupyterLab renders only the cells in view: each is scrolled to first)
+    mapped = code.filter(has_text="roots = list(pool.map(")
+    mapped.scroll_into_view_if_needed()
+    bar = mapped.locator(".widget-hprogress .progress-bar")
+    expect(bar).to_have_count(1, timeout=CELL_RESULT)
+    expect(bar).to_have_class(re.compile("progress-bar-success"), timeout=CELL_RESULT)
+    assert bar.evaluate("bar => bar.style.width") == "100%"
+    lab_page.shot("progress-bar")
+    expect(mapped.locator(".jp-OutputArea-output").first).to_contain_text(
+        "map: 100%", timeout=CELL_RESULT
+    )
+    expect(mapped.locator(".jp-OutputArea-output").last).to_have_text(
+        "200 roots, the last 14.107", timeout=CELL_RESULT
+    )
+    # the engines' figures and prints are outputs of the cell that submitted the tasks
+    plotted = code.filter(has_text="def histogram(seed):")
+    plotted.scroll_into_view_if_needed()
+    figures = plotted.locator(".jp-OutputArea-output img")
+    expect(figures).to_have_count(2, timeout=CELL_RESULT)
+    assert all(figure.evaluate("img => img.naturalWidth") > 0 for figure in figures.all())
+    printed = plotted.locator(".jp-OutputArea-output[data-mime-type*='stdout']")
+    expect(printed).to_have_count(2, timeout=CELL_RESULT)
+    expect(printed.first).to_contain_text(re.compile(r"\[engine \d\] seed \d: mean"))
+    lab_page.shot("figures")
