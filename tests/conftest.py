@@ -230,3 +230,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def outputs_of(cell) -> str:
+    """What a notebook cell showed as text: its streams and its outputs' text/plain."""
+    texts = []
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            texts.append(output.text)
+        elif "data" in output:
+            texts.append(output.data.get("text/plain", ""))
+    return "".join(texts)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import EXAMPLES, Driver
+from conftest import EXAMPLES, Driver, outputs_of
 from jupyter_client.manager import KernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 from nbclient import NotebookClient
@@ -18,16 +18,6 @@ NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def outputs_of(cell) -> str:
-    texts = []
-    for output in cell.outputs:
-        if output.output_type == "stream":
-            texts.append(output.text)
-        elif "data" in output:
-            texts.append(output.data.get("text/plain", ""))
-    return "".join(texts)
 
 
 def code_cells(nb) -> list:

@@ -11,23 +11,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import EXAMPLES, Driver
+from conftest import EXAMPLES, Driver, outputs_of
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from parallel_kernel import serialize
 
 JUPYTER = [sys.executable, "-m", "jupyter"]
-
-
-def outputs_of(cell) -> str:
-    texts = []
-    for output in cell.outputs:
-        if output.output_type == "stream":
-            texts.append(output.text)
-        elif "data" in output:
-            texts.append(output.data.get("text/plain", ""))
-    return "".join(texts)
 
 
 def test_nbclient_widgets_and_errors(tmp_path: Path) -> None:

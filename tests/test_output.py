@@ -8,19 +8,12 @@ import textwrap
 
 import nbformat
 import pytest
-from conftest import Driver
+from conftest import Driver, outputs_of
 from nbclient import NotebookClient
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def cell_texts(cell) -> str:
-    return "".join(
-        output.get("text", "") or output.get("data", {}).get("text/plain", "")
-        for output in cell.outputs
-    )
 
 
 def run_notebook(*sources: str):
@@ -75,7 +68,7 @@ def test_engine_output_becomes_output_of_the_cell_that_submitted_the_task() -> N
     assert report[-1].data["text/plain"] == "42"
 
     # shown again later, in the cell that asks
-    assert cell_texts(cells[3]).endswith("] late output\n")
+    assert outputs_of(cells[3]).endswith("] late output\n")
 
     # a widget lives on the engine: its view is not forwarded, its text is
     shown = [o for o in cells[4].outputs if o.output_type == "display_data"]
