@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the kernel (arguments as for ipykernel, e.g. -f connection.json)",
         add_help=False,
     )
+    commands.add_parser(
+        "ipengine",
+        help="run the kernel as an ipyparallel engine (arguments as for ipengine)",
+        add_help=False,
+    )
     return parser
 
 
@@ -108,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "kernel":
         return _run_kernel(argv[1:])
+    if argv and argv[0] == "ipengine":
+        from .ipengine import main as run_engine
+
+        run_engine(argv[1:])
+        return 0
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         return _run_kernel(argv)
     parser = build_parser()

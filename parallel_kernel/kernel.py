@@ -34,7 +34,7 @@ from ipykernel.ipkernel import IPythonKernel
 from jupyter_client.session import utcnow
 from traitlets import Integer, List, Unicode
 
-from . import serialize
+from . import ipyparallel_format, serialize
 from ._version import __version__
 from .aborts import AbortRecord
 from .namespace import NamespaceGate, bind_to_namespace, carried_names
@@ -60,7 +60,17 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 class ApplyCall:
     """One apply request between its call and its reply."""
 
-    __slots__ = ("error", "failure", "metadata", "name", "parent", "pending", "result", "started")
+    __slots__ = (
+        "error",
+        "failure",
+        "metadata",
+        "name",
+        "native",
+        "parent",
+        "pending",
+        "result",
+        "started",
+    )
 
     def __init__(self, parent: dict[str, Any], metadata: dict[str, Any]) -> None:
         self.parent = parent
@@ -71,6 +81,8 @@ class ApplyCall:
         self.pending: Any = None
         self.failure: BaseException | None = None
         self.started = time.perf_counter()
+        # the request's wire format: this package's, or ipyparallel's (see ipyparallel_format)
+        self.native = True
 
 
 class ParallelKernel(IPythonKernel):
@@ -80,6 +92,11 @@ class ParallelKernel(IPythonKernel):
         0,
         help="Integer id of this engine in a pool; reported in reply metadata and kernel_info.",
     ).tag(config=True)
+
+    @property
+    def int_id(self) -> int:
+        """ipykernel's name for the engine id (it puts it in errors' ``engine_info``)."""
+        return self.engine_id
 
     exec_lines = List(
         Unicode(),
@@ -230,7 +247,14 @@ class ParallelKernel(IPythonKernel):
         """
         call = ApplyCall(parent, self.init_metadata(parent))
         try:
-            f, args, kwargs = serialize.unpack_apply(parent["content"], parent["buffers"])
+            content = parent["content"]
+            if serialize.is_native_apply(content) or content:
+                f, args, kwargs = serialize.unpack_apply(content, parent["buffers"])
+            else:
+                call.native = False
+                f, args, kwargs = ipyparallel_format.unpack_apply(
+                    parent["buffers"], self.shell.user_ns
+                )
             # the request stays referenced as the kernel's parent until the next
             # one: drop its frames so large arguments live only as long as the call
             parent["buffers"] = []
@@ -239,7 +263,7 @@ class ParallelKernel(IPythonKernel):
                     f"apply_request: the function is not callable: {serialize.describe(f)}"
                 )
             call.name = _name(f)
-            call.result, call.error, call.pending = self._call(f, args, kwargs)
+            call.result, call.error, call.pending = self._call(f, args, kwargs, rebind=call.native)
         except BaseException as exc:
             exc.__cause__ = None
             exc.__suppress_context__ = True
@@ -258,7 +282,16 @@ class ParallelKernel(IPythonKernel):
                 raise call.failure
             if call.error is not None:
                 reply_content = self._error_reply(*call.error)
-                buffers = self._pack_exception(call.error[1], reply_content)
+                if call.native:
+                    buffers = self._pack_exception(call.error[1], reply_content)
+            elif not call.native:
+                try:
+                    buffers = ipyparallel_format.pack_result(call.result, self.session)
+                except serialize.SerializationError as exc:
+                    raise serialize.SerializationError(
+                        f"the result of {call.name}: {exc}"
+                    ) from None
+                reply_content = {"status": "ok"}
             else:
                 try:
                     result_content, buffers = serialize.pack_result(call.result)
@@ -284,16 +317,22 @@ class ParallelKernel(IPythonKernel):
         return {"content": reply_content, "parent": call.parent, "metadata": metadata}, buffers
 
     def _call(
-        self, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        rebind: bool = True,
     ) -> tuple[Any, ExcInfo | None, Any]:
         """Call ``f`` in the user namespace: ``(result, exc_info, awaitable)``.
 
         The traceback in ``exc_info`` starts at the user's code: the frame of
         this method is cut off.  An awaitable result is returned third, to be
-        awaited by the caller.
+        awaited by the caller.  Without ``rebind``, ``f`` runs with the globals
+        it was unpickled with, as on a stock ipyparallel engine (whose clients
+        expect cloudpickled functions to keep the values they carried).
         """
         namespace = self.shell.user_ns
-        f, carried = bind_to_namespace(f, namespace)
+        f, carried = bind_to_namespace(f, namespace) if rebind else (f, {})
         with carried_names(namespace, carried) if carried else _NOTHING_CARRIED:
             try:
                 result = f(*args, **kwargs)

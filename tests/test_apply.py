@@ -427,3 +427,13 @@ def test_exception_groups_are_reported_on_iopub(kernel: Driver) -> None:
     [error] = [m for m in messages if m["msg_type"] == "error"]
     assert error["content"]["traceback"] == content["traceback"]
     assert not [m for m in messages if m["msg_type"] == "stream"]
+
+
+@pytest.mark.kernel_args(["--ParallelKernel.engine_id=3"])
+def test_errors_name_the_engine_that_raised_them(fresh_kernel: Driver) -> None:
+    executed = fresh_kernel.execute("1 / 0")["content"]
+    applied = fresh_kernel.apply(lambda: 1 / 0)["content"]
+    for content, method in ((executed, "execute"), (applied, "apply")):
+        assert content["ename"] == "ZeroDivisionError"
+        assert content["engine_info"]["engine_id"] == 3
+        assert content["engine_info"]["method"] == method

@@ -40,9 +40,19 @@ def test_no_buffers(kernel: Driver) -> None:
 
 
 def test_content_without_a_format(kernel: Driver) -> None:
-    error = error_of(kernel, {}, [b"whatever"])
+    error = error_of(kernel, {"format": "other"}, [b"whatever"])
     assert error["ename"] == "DeserializationError"
     assert "does not declare format 'parallel_kernel'" in error["evalue"]
+    assert_still_serving(kernel)
+
+
+def test_empty_content_with_buffers_that_are_not_ipyparallel_format(kernel: Driver) -> None:
+    """Empty content is ipyparallel's apply_request format; junk buffers are refused clearly."""
+    error = error_of(kernel, {}, [b"whatever"])
+    assert error["ename"] == "DeserializationError"
+    assert (
+        "neither the parallel_kernel format nor is it valid ipyparallel format" in (error["evalue"])
+    )
     assert_still_serving(kernel)
 
 
