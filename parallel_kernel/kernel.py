@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import _signal  # signal's C functions: signal.signal converts every handler to an enum
 import asyncio
+import atexit
 import functools
 import inspect
 import sys
@@ -26,6 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 from signal import SIGINT, default_int_handler
 from types import TracebackType
 from typing import Any
@@ -39,7 +41,7 @@ from ._version import __version__
 from .aborts import AbortRecord
 from .namespace import NamespaceGate, bind_to_namespace, carried_names
 from .replies import HandlerTable, error_content, find_malformed, reply_type, send_tracked
-from .taskchannel import TaskChannel
+from .taskchannel import TaskChannel, bind_task_socket
 
 #: Reply metadata keys copied from the request when present (scheduler bookkeeping).
 ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")
@@ -191,9 +193,39 @@ class ParallelKernel(IPythonKernel):
     def start(self) -> None:
         """Start serving (task channel included), after running the start-up code once."""
         super().start()
+        if self.task_socket is None:
+            self._open_task_socket()
         if self.task_socket is not None:
             self.task_channel = TaskChannel(self, self.task_socket, self.task_port)
         self.run_startup_code()
+
+    def _open_task_socket(self) -> None:
+        """Open the task channel when the application did not (a plain ``IPKernelApp``).
+
+        Launchers that run ipykernel's application with ``kernel_class`` set to
+        this class (gateway_provisioners' ``launch_ipykernel.py`` with
+        ``--kernel-class-name``) get the task channel too, on a free port of the
+        kernel's address, advertised in ``kernel_info``.  Embedded kernels and
+        other applications (ipyparallel's engine) have none.
+        """
+        from ipykernel.kernelapp import IPKernelApp
+
+        app = self.parent
+        if not isinstance(app, IPKernelApp) or getattr(app, "shell_socket", None) is None:
+            return
+        self.task_socket, self.task_port = bind_task_socket(app)
+        self.log.debug("task ROUTER Channel on port: %i", self.task_port)
+        # registered after the application's own close, so it runs first: the
+        # application's context cannot terminate while this socket is open
+        atexit.register(self._close_task_socket, app)
+
+    def _close_task_socket(self, app: Any) -> None:
+        if self.task_channel is not None:
+            self.task_channel.close()
+        if not self.task_socket.closed:
+            self.task_socket.close(linger=0)
+            if app.transport == "ipc":
+                Path(f"{app.ip}-{self.task_port}").unlink(missing_ok=True)
 
     def run_startup_code(self) -> list[str]:
         """Run ``exec_lines`` then ``exec_files`` in the user namespace.

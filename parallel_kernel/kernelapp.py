@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import zmq
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import Integer, Type
 
 from .kernel import ParallelKernel
+from .taskchannel import bind_task_socket
 
 
 class ParallelKernelApp(IPKernelApp):
@@ -37,16 +37,12 @@ class ParallelKernelApp(IPKernelApp):
     def init_sockets(self) -> None:
         """ipykernel's sockets, plus the task channel's ROUTER."""
         super().init_sockets()
-        self.task_socket = self.context.socket(zmq.ROUTER)
-        self.task_socket.linger = 1000
-        self.task_socket.router_handover = 1
-        self._apply_curve_server_options(self.task_socket)
         if self.transport == "ipc" and self.task_port <= 0:
             # ipc "ports" are file-name suffixes picked by counting up from 1; the
             # heartbeat's is not bound yet, so start past every port of the connection
             ports = (self.shell_port, self.stdin_port, self.control_port)
             self.task_port = max((*ports, self.iopub_port, self.hb_port)) + 1
-        self.task_port = self._bind_socket(self.task_socket, self.task_port)
+        self.task_socket, self.task_port = bind_task_socket(self, self.task_port)
         self.log.debug("task ROUTER Channel on port: %i", self.task_port)
 
     def init_kernel(self) -> None:

@@ -35,12 +35,27 @@ from . import wire
 from .replies import error_content, reply_type
 
 if TYPE_CHECKING:
+    from ipykernel.kernelapp import IPKernelApp
+
     from .kernel import ParallelKernel
 
 #: Message types of the IOPub messages that count as a task's output.
 OUTPUT_TYPES = frozenset(
     {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
 )
+
+
+def bind_task_socket(app: IPKernelApp, port: int = 0) -> tuple[zmq.Socket, int]:
+    """Open the task channel's ROUTER as ``app`` opens its shell socket; return it and its port.
+
+    Same context, address, transport and CurveZMQ keys as the application's
+    Jupyter channels; ``port`` 0 picks a free one.
+    """
+    socket = app.context.socket(zmq.ROUTER)
+    socket.linger = 1000
+    socket.router_handover = 1
+    app._apply_curve_server_options(socket)
+    return socket, app._bind_socket(socket, port)
 
 
 class OutputCounter:

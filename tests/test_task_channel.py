@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import zmq
 from conftest import Driver
 
-from parallel_kernel import serialize, wire
+from parallel_kernel import Pool, serialize, wire
 
 TIMEOUT = 30
 
@@ -297,3 +298,37 @@ def test_broken_or_forged_packed_frames_are_dropped(
     compact.send_apply(add, 20, 22)
     assert compact.result(compact.reply()) == 42
     assert not compact.socket.poll(300)  # nothing was answered (or run) for the others
+
+
+def test_a_plain_ipykernel_application_running_the_class_opens_the_channel_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As launchers that run ipykernel's application with ``kernel_class`` do."""
+    spec = tmp_path / "kernels" / "parallel-in-ipkernelapp"
+    spec.mkdir(parents=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "ipykernel_launcher",
+        "--IPKernelApp.kernel_class=parallel_kernel.kernel.ParallelKernel",
+        "-f",
+        "{connection_file}",
+    ]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "plain app", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    driver = Driver("parallel-in-ipkernelapp")
+    process = driver.manager.provisioner.process
+    try:
+        tasks = TaskSocket(driver)
+        assert tasks.port > 0
+        tasks.send_apply(add, 1, 2)
+        assert tasks.result(tasks.reply()) == 3
+        tasks.close()
+        with Pool.connect([driver.manager.connection_file]) as pool:
+            assert pool.submit(add, 2, 3).result(TIMEOUT) == 5
+    finally:
+        driver.stop()
+    # the kernel closed its own socket before its context terminated: a clean exit, no kill
+    assert process.wait(TIMEOUT) == 0
