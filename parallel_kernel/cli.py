@@ -1,6 +1,7 @@
 """The ``parallel-kernel`` command (also ``python -m parallel_kernel``).
 
-Subcommands: ``install``, ``uninstall``, ``demo`` and ``kernel``.  Options
+Subcommands: ``install``, ``uninstall``, ``demo``, ``kernel``, ``engine`` and
+``ipengine``.  Options
 without a subcommand, for instance ``-f connection.json`` as in kernel.json,
 start the kernel with those options, the way ``python -m ipykernel`` does.
 """
@@ -14,8 +15,6 @@ from jupyter_client.kernelspec import NoSuchKernel
 
 from . import kernelspec
 from ._version import __version__
-
-SUBCOMMANDS = ("install", "uninstall", "demo", "kernel")
 
 
 def _location_options(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +99,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the kernel (arguments as for ipykernel, e.g. -f connection.json)",
         add_help=False,
     )
+    engine = commands.add_parser(
+        "engine",
+        help="run the kernel as an engine for pools on other hosts (Pool.connect)",
+        description="Listen on an address of this host and serve as an engine for "
+        "Pool.connect: write a connection file (free ports, a fresh key and, by default, "
+        "CurveZMQ keys) unless it exists, then run the kernel with it. Copy the file to "
+        "the client. Arguments after -- go to the kernel application, e.g. "
+        "-- --ParallelKernel.exec_lines='import numpy'.",
+    )
+    engine.add_argument("--ip", required=True, help="the address to listen on, e.g. 10.0.0.5")
+    engine.add_argument(
+        "--connection-file",
+        help="connection file to write or use (default: ./engine-ID.json)",
+    )
+    engine.add_argument(
+        "--encryption",
+        choices=["curve", "none"],
+        default="curve",
+        help="CurveZMQ-encrypt the sockets (default) or only sign messages",
+    )
+    engine.add_argument(
+        "--engine-id", type=int, default=0, help="the id in replies and logs (default 0)"
+    )
+    engine.add_argument("kernel_args", nargs="*", help=argparse.SUPPRESS)
+
     commands.add_parser(
         "ipengine",
         help="run the kernel as an ipyparallel engine (arguments as for ipengine)",
@@ -149,6 +173,16 @@ def _run_command(args: argparse.Namespace) -> int:
         elif args.command == "uninstall":
             path = kernelspec.uninstall(user=args.user, prefix=args.prefix, kernel_name=args.name)
             print(f"Removed kernelspec {args.name} from {path}")
+        elif args.command == "engine":
+            from .engine import run_engine
+
+            run_engine(
+                args.connection_file or f"engine-{args.engine_id}.json",
+                args.ip,
+                encryption=args.encryption,
+                engine_id=args.engine_id,
+                kernel_args=args.kernel_args,
+            )
         elif args.command == "demo":
             from .demo import run_demo
 

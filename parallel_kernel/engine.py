@@ -1,0 +1,114 @@
+"""Run a parallel kernel as an engine for pools on other hosts: ``parallel-kernel engine``.
+
+An engine started by hand or by a batch system listens on an address of its
+host and writes a connection file; the file, copied to the client, is what
+:meth:`parallel_kernel.Pool.connect` needs.  By default the engine encrypts
+its sockets with CurveZMQ (a key pair in the connection file), since its
+messages then cross a network; the file's signing key authenticates the client
+either way.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import ipaddress
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import zmq
+from jupyter_client.connect import write_connection_file
+
+ENCRYPTIONS = ("curve", "none")
+
+
+def prepare_connection_file(path: str | Path, ip: str, encryption: str = "curve") -> bool:
+    """Write a connection file for an engine on ``ip`` unless ``path`` exists; True if written.
+
+    The file gets free TCP ports on ``ip`` (picked here, on the engine's
+    host), a fresh signing key and, with ``encryption="curve"``, a CurveZMQ
+    key pair.  It is readable by its owner only.  An existing file is left as
+    it is, so an engine restarted with the same file keeps its ports and keys.
+    """
+    if encryption not in ENCRYPTIONS:
+        raise ValueError(f"encryption must be one of {ENCRYPTIONS}, got {encryption!r}")
+    path = Path(path)
+    if path.exists():
+        return False
+    _check_address(ip)
+    keys = {}
+    if encryption == "curve":
+        if not zmq.has("curve"):
+            raise ValueError("this libzmq has no CurveZMQ support; use --encryption none")
+        public, secret = zmq.curve_keypair()
+        keys = {"curve_publickey": public, "curve_secretkey": secret}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_connection_file(str(path), ip=ip, key=str(uuid.uuid4()).encode(), transport="tcp", **keys)
+    return True
+
+
+def _check_address(ip: str) -> None:
+    """Refuse an address this host cannot listen on, with the reason, before any kernel starts."""
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValueError(f"--ip must be an IP address of this host, got {ip!r}") from None
+    context = zmq.Context()
+    probe = context.socket(zmq.ROUTER)
+    try:
+        probe.bind_to_random_port(f"tcp://{ip}")
+    except zmq.ZMQError as exc:
+        raise ValueError(f"cannot listen on {ip}: {exc}") from None
+    finally:
+        probe.close(linger=0)
+        context.term()
+
+
+def _remove_and_terminate(path: Path, signum: int, frame: object) -> None:
+    """On SIGTERM (how batch systems stop jobs): remove the written file, then terminate."""
+    path.unlink(missing_ok=True)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def run_engine(
+    connection_file: str | Path,
+    ip: str,
+    *,
+    encryption: str = "curve",
+    engine_id: int = 0,
+    kernel_args: list[str] | None = None,
+) -> None:
+    """Prepare the connection file, say where it is, and serve until shut down.
+
+    A file this call wrote is removed when the engine exits, also on SIGTERM
+    (it holds the engine's keys); a file that was given is kept.
+    """
+    path = Path(connection_file).absolute()
+    if prepare_connection_file(path, ip, encryption):
+        atexit.register(path.unlink, missing_ok=True)
+        signal.signal(signal.SIGTERM, functools.partial(_remove_and_terminate, path))
+    info = json.loads(path.read_text())
+    encrypted = "CurveZMQ" if info.get("curve_publickey") else "no encryption (signed only)"
+    print(
+        f"parallel-kernel engine {engine_id}: listening on {info['ip']} ({encrypted}); "
+        f"connection file {path} (copy it to the client for Pool.connect; "
+        "it is a password: keep it private)",
+        file=sys.stderr,
+        flush=True,
+    )
+    from .kernelapp import launch
+
+    launch(
+        [
+            "-f",
+            str(path),
+            f"--ParallelKernel.engine_id={engine_id}",
+            "--HistoryManager.hist_file=:memory:",
+            *(kernel_args or []),
+        ]
+    )
