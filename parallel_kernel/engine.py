@@ -19,6 +19,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import zmq
 from jupyter_client.connect import write_connection_file
@@ -75,6 +76,30 @@ def _remove_and_terminate(path: Path, signum: int, frame: object) -> None:
     os.kill(os.getpid(), signum)
 
 
+def _engine_app() -> Any:
+    from .kernelapp import ParallelKernelApp
+
+    class EngineApp(ParallelKernelApp):
+        """The kernel application, minus ipykernel's terminal banner.
+
+        The banner names the file the kernel started from (a private copy, see
+        :func:`run_engine`) and says Ctrl-C does not work, which is wrong for
+        an engine; :func:`run_engine` prints its own line instead.
+        """
+
+        def log_connection_info(self) -> None:
+            self.log.info("connection file: %s", self.connection_file)
+            self._ports = {
+                "shell": self.shell_port,
+                "iopub": self.iopub_port,
+                "stdin": self.stdin_port,
+                "hb": self.hb_port,
+                "control": self.control_port,
+            }
+
+    return EngineApp.instance()
+
+
 def run_engine(
     connection_file: str | Path,
     ip: str,
@@ -83,32 +108,43 @@ def run_engine(
     engine_id: int = 0,
     kernel_args: list[str] | None = None,
 ) -> None:
-    """Prepare the connection file, say where it is, and serve until shut down.
+    """Run a kernel on ``ip`` with ``connection_file``, say where it is, and serve until shut down.
 
-    A file this call wrote is removed when the engine exits, also on SIGTERM
-    (it holds the engine's keys); a file that was given is kept.
+    When the file does not exist yet, the kernel starts from a private copy
+    and the complete file (task port included) appears at ``connection_file``
+    in one step, once the kernel listens: a client or job script that waits
+    for the file never reads half of it, nor connects too early.  Such a file
+    is removed when the engine exits, also on SIGTERM (it holds the engine's
+    keys); a file that was given is used as it is and kept.
     """
     path = Path(connection_file).absolute()
-    if prepare_connection_file(path, ip, encryption):
-        atexit.register(path.unlink, missing_ok=True)
-        signal.signal(signal.SIGTERM, functools.partial(_remove_and_terminate, path))
+    staging = path.with_name(f".{path.name}.{os.getpid()}.starting")
+    written = prepare_connection_file(staging, ip, encryption) if not path.exists() else False
+    app = _engine_app()
+    try:
+        app.initialize(
+            [
+                "-f",
+                str(staging if written else path),
+                f"--ParallelKernel.engine_id={engine_id}",
+                "--HistoryManager.hist_file=:memory:",
+                *(kernel_args or []),
+            ]
+        )
+        if written:
+            os.replace(staging, path)
+            app.connection_file = str(path)
+            atexit.register(path.unlink, missing_ok=True)
+            signal.signal(signal.SIGTERM, functools.partial(_remove_and_terminate, path))
+    finally:
+        staging.unlink(missing_ok=True)
     info = json.loads(path.read_text())
     encrypted = "CurveZMQ" if info.get("curve_publickey") else "no encryption (signed only)"
     print(
         f"parallel-kernel engine {engine_id}: listening on {info['ip']} ({encrypted}); "
         f"connection file {path} (copy it to the client for Pool.connect; "
         "it is a password: keep it private)",
-        file=sys.stderr,
+        file=sys.__stderr__,  # sys.stderr now goes to the kernel's clients
         flush=True,
     )
-    from .kernelapp import launch
-
-    launch(
-        [
-            "-f",
-            str(path),
-            f"--ParallelKernel.engine_id={engine_id}",
-            "--HistoryManager.hist_file=:memory:",
-            *(kernel_args or []),
-        ]
-    )
+    app.start()

@@ -21,13 +21,19 @@ TIMEOUT = 30
 
 def _has_task_port(connection_file: Path) -> bool:
     try:
-        return "task_port" in connection_file.read_text()
-    except FileNotFoundError:
+        return "task_port" in json.loads(connection_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # a given file, being rewritten
         return False
 
 
 def start_engine(connection_file: Path, *arguments: str) -> subprocess.Popen:
-    """Run the command and return once the kernel has bound its task channel."""
+    """Run the command and return once the kernel has bound its task channel.
+
+    A file the command writes appears complete, in one step, once the kernel
+    listens: seeing it is enough.  A given file is rewritten in place by the
+    kernel, so for that one wait until it names the task port.
+    """
+    fresh = not connection_file.exists()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -43,10 +49,13 @@ def start_engine(connection_file: Path, *arguments: str) -> subprocess.Popen:
         text=True,
     )
     deadline = time.monotonic() + TIMEOUT
-    while not _has_task_port(connection_file):
+    while not (connection_file.exists() if fresh else _has_task_port(connection_file)):
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline, "the engine did not start"
-        time.sleep(0.05)
+        time.sleep(0.01)
+    assert _has_task_port(connection_file)
+    # nothing but the final file is left in the directory
+    assert sorted(p.name for p in connection_file.parent.iterdir()) == [connection_file.name]
     return process
 
 

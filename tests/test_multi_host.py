@@ -36,14 +36,6 @@ def _ip(*arguments: str) -> None:
     subprocess.run(["ip", *arguments], check=True, capture_output=True, text=True, timeout=30)
 
 
-def _has_task_port(connection_file: Path) -> bool:
-    """Whether the kernel has written its complete connection file (after binding)."""
-    try:
-        return "task_port" in connection_file.read_text()
-    except FileNotFoundError:
-        return False
-
-
 class Host:
     """A network namespace with one veth link to the root namespace, and its engine."""
 
@@ -78,7 +70,7 @@ class Host:
             text=True,
         )  # fmt: skip
         deadline = time.monotonic() + TIMEOUT
-        while not _has_task_port(self.connection_file):
+        while not self.connection_file.exists():  # it appears complete, once the engine listens
             assert self.engine.poll() is None, self.engine.stderr.read()
             assert time.monotonic() < deadline, f"no engine started in {self.name}"
             time.sleep(0.05)
