@@ -227,6 +227,27 @@ class ParallelKernel(IPythonKernel):
             if app.transport == "ipc":
                 Path(f"{app.ip}-{self.task_port}").unlink(missing_ok=True)
 
+    def _process_children(self) -> list[Any]:
+        """ipykernel's child processes to stop at shutdown, without the zombies.
+
+        A child that exited but was never reaped (a launcher's helper process,
+        for instance) cannot react to signals, and ipykernel would keep
+        signalling it for about 30 s before the kernel exits.
+        """
+        children = super()._process_children()
+        if not children:
+            return children
+        import psutil
+
+        alive = []
+        for child in children:
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(child)
+            except psutil.Error:
+                continue
+        return alive
+
     def run_startup_code(self) -> list[str]:
         """Run ``exec_lines`` then ``exec_files`` in the user namespace.
 

@@ -2,10 +2,10 @@
 
 There is no broker: the pool talks to every engine's shell, control and IOPub
 sockets from one background event-loop thread, which owns all sockets and all
-task state.  Calls from user threads hand work to that thread
-(``call_soon_threadsafe``) or wait for it with a timeout, so the pool works the
-same from a script, a notebook (whose own loop is never touched) and asyncio
-code.
+task state (one thread for all the pools of a process).  Calls from user
+threads hand work to that thread (``call_soon_threadsafe``) or wait for it with
+a timeout, so the pool works the same from a script, a notebook (whose own
+loop is never touched) and asyncio code.
 """
 
 from __future__ import annotations
@@ -250,11 +250,8 @@ class Pool(Executor):
         self._closed = False
         self._background: set[asyncio.Future[Any]] = set()
         self._stderr_dir = tempfile.TemporaryDirectory(prefix="parallel-kernel-")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="parallel-kernel-pool", daemon=True
-        )
-        self._thread.start()
+        self._loop, self._thread = _shared_loop()
+        self._stopped = False
         try:
             if _connection_files is None:
                 self._run(self._start_engines(n), timeout=startup_timeout * 2 + 10)
@@ -337,13 +334,17 @@ class Pool(Executor):
             *ENGINE_ARGS,
             *self._extra_arguments,
         ]
-        # kept open for the engine's life: restarts reuse it, and its tail explains failures
-        engine.stderr = open(engine.stderr_path, "ab")  # noqa: SIM115
+        options: dict[str, Any] = {}
+        if _provisioner_name(self.kernel_name) == "local-provisioner":
+            # kept open for the engine's life: restarts reuse it, and its tail explains
+            # failures (other provisioners start processes elsewhere, or pass their own)
+            engine.stderr = open(engine.stderr_path, "ab")  # noqa: SIM115
+            options["stderr"] = engine.stderr
         await manager.start_kernel(
             extra_arguments=arguments,
             env=engine_environment(),
-            stderr=engine.stderr,
             transport_encryption=self.transport_encryption,
+            **options,
         )
         engine.connection_file = manager.connection_file
         await self._open(engine)
@@ -399,6 +400,18 @@ class Pool(Executor):
                 "its kernel_info has no 'parallel' feature"
             )
         engine.uuid = parallel.get("engine_uuid")
+        if engine.manager is not None and parallel.get("engine_id") != engine.id:
+            # a provisioner's launcher dropped the pool's --ParallelKernel.engine_id
+            await self._request(
+                engine,
+                "shell",
+                "execute_request",
+                {
+                    "code": f"get_ipython().kernel.engine_id = {engine.id}",
+                    "silent": True,
+                    "store_history": False,
+                },
+            )
         task_port = parallel.get("task_port")
         if self.task_channel and isinstance(task_port, int) and task_port > 0:
             engine.client.connect_task(task_port)
@@ -1183,7 +1196,7 @@ class Pool(Executor):
 
         Kernels attached with :meth:`connect` are left running.
         """
-        if self._closed and not self._thread.is_alive():
+        if self._stopped:
             return
         if threading.current_thread() is self._thread:
             raise RuntimeError("shutdown() blocks; it cannot be called from a pool callback")
@@ -1198,10 +1211,11 @@ class Pool(Executor):
 
     def _teardown(self) -> None:
         self._closed = True
-        if self._thread.is_alive():
+        if not self._stopped and self._thread.is_alive():
+            self._stopped = True
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._stop_engines(), self._loop).result(60)
-            _stop_loop(self._loop, self._thread)
+        self._stopped = True
         self._stderr_dir.cleanup()
 
     async def _stop_engines(self) -> None:
@@ -1230,6 +1244,9 @@ class Pool(Executor):
         await asyncio.gather(*(stop(e) for e in self._engines.values()), return_exceptions=True)
         for task in list(self._tasks.values()) + list(self._queued_tasks()):
             self._resolve(task, error=EngineDied("the pool was shut down"))
+        # the loop outlives the pool (resolving cancelled the tasks' timers)
+        for background in list(self._background):
+            background.cancel()
 
     def __repr__(self) -> str:
         states = ", ".join(f"{e.id}:{e.state}" for e in self.engines)
@@ -1282,13 +1299,30 @@ def _abandon(
     if thread.is_alive():
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(stop_owned(), loop).result(30)
-    _stop_loop(loop, thread)
 
 
-def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-    if thread.is_alive():
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+_shared: tuple[int, asyncio.AbstractEventLoop, threading.Thread] | None = None
+_shared_lock = threading.Lock()
+
+
+def _shared_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """The event loop, on a daemon thread, that every pool of this process runs on.
+
+    Kernel provisioners may keep process-wide state tied to the loop they
+    first ran on (gateway_provisioners' listener for engines' connection
+    info does), so pools share one loop that lasts as long as the process
+    instead of each stopping its own.  A forked child gets a loop of its own.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared[0] != os.getpid() or not _shared[2].is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="parallel-kernel-pools", daemon=True
+            )
+            thread.start()
+            _shared = (os.getpid(), loop, thread)
+        return _shared[1], _shared[2]
 
 
 async def _exit_reason(manager: AsyncKernelManager | None) -> str:
@@ -1322,9 +1356,7 @@ def _launch_transport(kernel_name: str, transport: str) -> str:
         return transport
     if os.name != "posix":
         return "tcp"
-    metadata = KernelSpecManager().get_kernel_spec(kernel_name).metadata or {}
-    provisioner = (metadata.get("kernel_provisioner") or {}).get("provisioner_name")
-    if provisioner not in (None, "local-provisioner"):
+    if _provisioner_name(kernel_name) != "local-provisioner":
         return "tcp"
     longest = os.path.join(jupyter_runtime_dir(), f"kernel-{uuid.uuid4()}-ipc-65535")
     return "ipc" if len(os.fsencode(longest)) <= MAX_SOCKET_PATH else "tcp"
@@ -1349,6 +1381,14 @@ def engine_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     if "glibc.malloc.hugetlb=" not in tunables:
         env["GLIBC_TUNABLES"] = ":".join(filter(None, (tunables, HUGE_PAGES_TUNABLE)))
     return env
+
+
+def _provisioner_name(kernel_name: str) -> str:
+    """The kernel provisioner that starts kernels of ``kernel_name`` (jupyter_client's default
+    is the local one)."""
+    metadata = KernelSpecManager().get_kernel_spec(kernel_name).metadata or {}
+    provisioner = (metadata.get("kernel_provisioner") or {}).get("provisioner_name")
+    return provisioner or "local-provisioner"
 
 
 def _check_kernel_name(kernel_name: str) -> None:

@@ -42,6 +42,13 @@ def test_the_examples_are_the_ones_tested_here() -> None:
         "apply_from_script.py",
         "attach_pool_to_notebook.py",
     }
+    # example kernelspecs, each installed and used by its own test module
+    directories = {p.name for p in EXAMPLES.iterdir() if p.is_dir() and p.name[0] not in "._"}
+    assert directories == {"ssh-provisioner"}  # tests/test_ssh_provisioner.py
+    assert {p.name for p in (EXAMPLES / "ssh-provisioner").iterdir()} == {
+        "README.md",
+        "kernel.json",
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
