@@ -1211,6 +1211,9 @@ class Pool(Executor):
 
     def _teardown(self) -> None:
         self._closed = True
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
         if not self._stopped and self._thread.is_alive():
             self._stopped = True
             with contextlib.suppress(Exception):
@@ -1284,21 +1287,40 @@ def _kind(fn: Any) -> str | None:
     return f"{getattr(target, '__module__', None)}.{name}:{id(code) if code else ''}"
 
 
+#: Clean-ups of dropped pools running on the loop (referenced until done).
+_abandoned: set[asyncio.Task[None]] = set()
+
+
 def _abandon(
     loop: asyncio.AbstractEventLoop, thread: threading.Thread, engines: dict[int, _EngineState]
 ) -> None:
-    """A pool dropped without shutdown: stop the engines it started, then its loop."""
+    """A pool dropped without shutdown: close its sockets and stop the engines it started.
 
-    async def stop_owned() -> None:
+    The loop is shared with other pools and lives on.  The garbage collector
+    may call this on the loop's own thread, which must not wait for the loop.
+    """
+
+    async def stop() -> None:
         for engine in engines.values():
+            if engine.watcher is not None:
+                engine.watcher.cancel()
+            if engine.client is not None:
+                engine.client.close()
+                engine.client = None
             if engine.manager is not None and engine.state != "stopped":
                 with contextlib.suppress(Exception):
                     await engine.manager.shutdown_kernel(now=True)
                 engine.state = "stopped"
 
-    if thread.is_alive():
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(stop_owned(), loop).result(30)
+    if not thread.is_alive():
+        return
+    if threading.current_thread() is thread:
+        task = loop.create_task(stop())
+        _abandoned.add(task)
+        task.add_done_callback(_abandoned.discard)
+        return
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(30)
 
 
 _shared: tuple[int, asyncio.AbstractEventLoop, threading.Thread] | None = None

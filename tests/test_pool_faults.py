@@ -298,6 +298,31 @@ def test_engines_stop_when_the_client_exits_without_shutdown(tmp_path: Path) -> 
         time.sleep(0.1)
 
 
+def test_a_pool_finalized_on_the_loop_thread_blocks_nothing() -> None:
+    """All pools of a process share one loop thread, and the garbage collector may
+    finalize a pool there (its finalizer is what ``del pool`` + a collection runs)."""
+    finished = Pool(1)
+    assert finished.submit(abs, -1).result(60) == 1
+    finished.shutdown()
+    dropped = Pool(1)
+    pid = dropped.submit(os.getpid).result(60)
+    with Pool(1) as pool:
+        collected = pool.submit(abs, -2)
+        collected.add_done_callback(lambda _: (finished._finalizer(), dropped._finalizer()))
+        assert collected.result(30) == 2
+        # the loop did not stop to wait for itself: the pool answers at once
+        assert pool.submit(abs, -3).result(5) == 3
+        # and the dropped pool's engine was stopped
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, "the dropped pool's engine outlived it"
+            time.sleep(0.1)
+
+
 # -- the task channel under stress: found in review, kept fixed
 
 
