@@ -6,6 +6,7 @@ script would; nothing here mocks the kernel or ZMQ.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import defaultdict
@@ -35,6 +36,19 @@ def _send_test_functions_by_value() -> None:
     for name, module in list(sys.modules.items()):
         if name.startswith(("test_", "conftest", "tests.")):
             cloudpickle.register_pickle_by_value(module)
+
+
+def require_installed(program: Path, package: str) -> None:
+    """Fail in CI (which installs ``package``), skip elsewhere, when ``program`` is missing."""
+    if program.exists():
+        return
+    message = (
+        f"{program} is missing: this test needs Debian's {package} package "
+        f"(apt-get install {package}; .ci/run installs it)"
+    )
+    if "CI" in os.environ:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def _busy(seconds: float) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import require_installed
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
@@ -59,26 +60,17 @@ RESTARTED = 60_000
 
 # ---------------------------------------------------------------- the server
 
-MISSING_CHROMIUM = (
-    f"{CHROMIUM} is missing: the JupyterLab browser tests need Debian's chromium "
-    "package (apt-get install chromium; .ci/run installs it)"
-)
-
 
 @pytest.mark.timeout(10)
 def test_chromium_is_installed() -> None:
     """In CI a missing browser fails the run; elsewhere the browser tests are skipped."""
-    if CHROMIUM.exists():
-        return
-    if "CI" in os.environ:
-        pytest.fail(MISSING_CHROMIUM)
-    pytest.skip(MISSING_CHROMIUM)
+    require_installed(CHROMIUM, "chromium")
 
 
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        pytest.skip(MISSING_CHROMIUM)  # test_chromium_is_installed fails in CI
+        pytest.skip(f"{CHROMIUM} is missing")  # test_chromium_is_installed fails in CI
     return CHROMIUM
 
 

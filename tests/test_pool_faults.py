@@ -34,6 +34,18 @@ def engine_pid() -> int:
     return os.getpid()
 
 
+def process_ends(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` is gone within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def wait_for_state(pool: Pool, engine_id: int, state: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while pool.engines[engine_id].state != state:
@@ -288,14 +300,7 @@ def test_engines_stop_when_the_client_exits_without_shutdown(tmp_path: Path) -> 
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
     )
     pid = int(result.stdout.split()[-1])
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, "the engine outlived its client"
-        time.sleep(0.1)
+    assert process_ends(pid, 20), "the engine outlived its client"
 
 
 def test_a_pool_finalized_on_the_loop_thread_blocks_nothing() -> None:
@@ -313,14 +318,7 @@ def test_a_pool_finalized_on_the_loop_thread_blocks_nothing() -> None:
         # the loop did not stop to wait for itself: the pool answers at once
         assert pool.submit(abs, -3).result(5) == 3
         # and the dropped pool's engine was stopped
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            assert time.monotonic() < deadline, "the dropped pool's engine outlived it"
-            time.sleep(0.1)
+        assert process_ends(pid, 20), "the dropped pool's engine outlived it"
 
 
 # -- the task channel under stress: found in review, kept fixed

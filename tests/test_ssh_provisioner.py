@@ -30,6 +30,7 @@ from queue import Empty
 from typing import Any
 
 import pytest
+from conftest import require_installed
 from gateway_provisioners import distributed, remote_provisioner, response_manager
 from jupyter_client import BlockingKernelClient
 
@@ -48,20 +49,11 @@ ENGINE_EXIT = 10
 
 pytestmark = pytest.mark.timeout(240)
 
-MISSING_SSHD = (
-    f"{SSHD} is missing: the SSH provisioner tests need Debian's openssh-server package "
-    "(apt-get install openssh-server; .ci/run installs it)"
-)
-
 
 @pytest.mark.timeout(10)
 def test_sshd_is_installed() -> None:
     """In CI a missing sshd fails the run; elsewhere the SSH tests are skipped."""
-    if SSHD.exists():
-        return
-    if "CI" in os.environ:
-        pytest.fail(MISSING_SSHD)
-    pytest.skip(MISSING_SSHD)
+    require_installed(SSHD, "openssh-server")
 
 
 # ---------------------------------------------------------------- the SSH host
@@ -111,10 +103,7 @@ def _wait_for_banner(sshd: Sshd, timeout: float = 30) -> None:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    if not SSHD.exists():
-        if "CI" in os.environ:
-            pytest.fail(MISSING_SSHD)
-        pytest.skip(MISSING_SSHD)
+    require_installed(SSHD, "openssh-server")
     if os.geteuid() == 0:
         # run as root, sshd wants its privilege separation directory (the service makes it)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
