@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_kernel(argv: list[str]) -> int:
-    from .kernelapp import launch
+    from .kernel import launch
 
     launch(argv)
     return 0

@@ -77,7 +77,7 @@ def _remove_and_terminate(path: Path, signum: int, frame: object) -> None:
 
 
 def _engine_app() -> Any:
-    from .kernelapp import ParallelKernelApp
+    from .kernel import ParallelKernelApp
 
     class EngineApp(ParallelKernelApp):
         """The kernel application, minus ipykernel's terminal banner.

@@ -66,7 +66,7 @@ def test_the_api_reference_documents_every_public_name(site: Path) -> None:
         "parallel_kernel.kernel.ParallelKernel.engine_id",
         "parallel_kernel.kernel.ParallelKernel.exec_lines",
         "parallel_kernel.kernel.ParallelKernel.abort_capacity",
-        "parallel_kernel.kernelapp.ParallelKernelApp.task_port",
+        "parallel_kernel.kernel.ParallelKernelApp.task_port",
         "parallel_kernel.kernelspec.install",
         "parallel_kernel.kernelspec.uninstall",
     } <= documented

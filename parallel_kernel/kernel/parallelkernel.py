@@ -36,10 +36,11 @@ from ipykernel.ipkernel import IPythonKernel
 from jupyter_client.session import utcnow
 from traitlets import Integer, List, Unicode
 
-from . import ipyparallel_format, serialize
-from ._version import __version__
+from .. import serialize
+from .._version import __version__
+from ..namespace import NamespaceGate, bind_to_namespace, carried_names
+from . import ipyparallel_format
 from .aborts import AbortRecord
-from .namespace import NamespaceGate, bind_to_namespace, carried_names
 from .replies import HandlerTable, error_content, find_malformed, reply_type, send_tracked
 from .taskchannel import TaskChannel, bind_task_socket
 

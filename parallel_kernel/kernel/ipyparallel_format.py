@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .serialize import DeserializationError, SerializationError, describe
+from ..serialize import DeserializationError, SerializationError, describe
 
 
 def _serialize() -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import Integer, Type
 
-from .kernel import ParallelKernel
+from .parallelkernel import ParallelKernel
 from .taskchannel import bind_task_socket
 
 
@@ -31,7 +31,8 @@ class ParallelKernelApp(IPKernelApp):
 
     task_port = Integer(
         0,
-        help="Port of the task channel (0 picks a free one); see parallel_kernel.taskchannel.",
+        help="Port of the task channel (0 picks a free one); see "
+        "parallel_kernel.kernel.taskchannel.",
     ).tag(config=True)
 
     def init_sockets(self) -> None:

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from . import wire
+from .. import wire
 from .replies import error_content, reply_type
 
 if TYPE_CHECKING:
     from ipykernel.kernelapp import IPKernelApp
 
-    from .kernel import ParallelKernel
+    from .parallelkernel import ParallelKernel
 
 #: Message types of the IOPub messages that count as a task's output.
 OUTPUT_TYPES = frozenset(

@@ -1,0 +1,18 @@
+"""The kernel side: a Jupyter kernel that is also a task-queue engine.
+
+It never imports the client side (``parallel_kernel.pool``); the two meet in
+``serialize``, ``wire`` and ``protocol`` and in the protocol ``docs/protocol.md``
+describes.
+
+* :mod:`.parallelkernel`: :class:`ParallelKernel`, its traits and message handlers;
+* :mod:`.taskchannel`: the task channel, the fast path for ``apply_request``;
+* :mod:`.aborts`: the record of aborted requests;
+* :mod:`.replies`: one reply for every request;
+* :mod:`.ipyparallel_format`: ipyparallel's ``apply_request`` format;
+* :mod:`.app`: :class:`ParallelKernelApp`, the application that launches the kernel.
+"""
+
+from .app import ParallelKernelApp, launch
+from .parallelkernel import ParallelKernel
+
+__all__ = ["ParallelKernel", "ParallelKernelApp", "launch"]
