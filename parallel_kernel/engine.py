@@ -78,6 +78,7 @@ def _remove_and_terminate(path: Path, signum: int, frame: object) -> None:
 
 def _engine_app() -> Any:
     from .kernel import ParallelKernelApp
+    from .kernel.compat import remember_ports
 
     class EngineApp(ParallelKernelApp):
         """The kernel application, minus ipykernel's terminal banner.
@@ -89,13 +90,7 @@ def _engine_app() -> Any:
 
         def log_connection_info(self) -> None:
             self.log.info("connection file: %s", self.connection_file)
-            self._ports = {
-                "shell": self.shell_port,
-                "iopub": self.iopub_port,
-                "stdin": self.stdin_port,
-                "hb": self.hb_port,
-                "control": self.control_port,
-            }
+            remember_ports(self)
 
     return EngineApp.instance()
 

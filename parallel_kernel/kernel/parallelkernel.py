@@ -16,12 +16,10 @@ it does not know, which get an error reply instead of silence.
 
 from __future__ import annotations
 
-import _signal  # signal's C functions: signal.signal converts every handler to an enum
 import asyncio
 import atexit
 import functools
 import inspect
-import sys
 import threading
 import time
 import traceback
@@ -39,8 +37,9 @@ from traitlets import Integer, List, Unicode
 from .. import serialize
 from .._version import __version__
 from ..namespace import NamespaceGate, bind_to_namespace, carried_names
-from . import ipyparallel_format
+from . import compat, ipyparallel_format
 from .aborts import AbortRecord
+from .compat import set_signal_handler
 from .replies import HandlerTable, error_content, find_malformed, reply_type, send_tracked
 from .taskchannel import TaskChannel, bind_task_socket
 
@@ -88,7 +87,7 @@ class ApplyCall:
         self.native = True
 
 
-class ParallelKernel(IPythonKernel):
+class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
     """An ``IPythonKernel`` that also runs ``apply_request`` tasks as a parallel engine."""
 
     engine_id = Integer(
@@ -228,27 +227,6 @@ class ParallelKernel(IPythonKernel):
             if app.transport == "ipc":
                 Path(f"{app.ip}-{self.task_port}").unlink(missing_ok=True)
 
-    def _process_children(self) -> list[Any]:
-        """ipykernel's child processes to stop at shutdown, without the zombies.
-
-        A child that exited but was never reaped (a launcher's helper process,
-        for instance) cannot react to signals, and ipykernel would keep
-        signalling it for about 30 s before the kernel exits.
-        """
-        children = super()._process_children()
-        if not children:
-            return children
-        import psutil
-
-        alive = []
-        for child in children:
-            try:
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(child)
-            except psutil.Error:
-                continue
-        return alive
-
     def run_startup_code(self) -> list[str]:
         """Run ``exec_lines`` then ``exec_files`` in the user namespace.
 
@@ -364,7 +342,7 @@ class ParallelKernel(IPythonKernel):
         try:
             # a task long enough for ipykernel's timed flush to have started sending its
             # output (which empties the buffers before the send) is flushed for certain
-            self._flush_output(force=time.perf_counter() - call.started > FORCED_FLUSH_AFTER)
+            compat.flush_output(force=time.perf_counter() - call.started > FORCED_FLUSH_AFTER)
         except Exception:
             self.log.exception("Could not flush a task's output")
         metadata = self.finish_metadata(call.parent, call.metadata, reply_content)
@@ -413,7 +391,7 @@ class ParallelKernel(IPythonKernel):
                 interrupted = True
                 loop.call_soon_threadsafe(future.cancel)
 
-            previous = _signal.signal(SIGINT, cancel_on_sigint)
+            previous = set_signal_handler(SIGINT, cancel_on_sigint)
         try:
             return await future, None
         except BaseException as exc:
@@ -423,7 +401,7 @@ class ParallelKernel(IPythonKernel):
             return None, (type(exc), exc, _user_frames(exc.__traceback__))
         finally:
             if previous is not None:
-                _signal.signal(SIGINT, previous)
+                set_signal_handler(SIGINT, previous)
 
     @staticmethod
     def _pack_exception(exc: BaseException, reply_content: dict[str, Any]) -> list[Any]:
@@ -449,15 +427,10 @@ class ParallelKernel(IPythonKernel):
             # IPython cannot render exception groups from an exc_info tuple (it prints
             # "NoneType: None" to stderr), so those go straight to the standard library.
             if not isinstance(evalue, BaseExceptionGroup):
-                shell._last_traceback = None
-                try:
-                    shell.showtraceback((etype, evalue, tb))
-                except Exception:
-                    self.log.exception("Could not format a traceback")
-                formatted = shell._last_traceback
+                formatted = compat.render_traceback(shell, (etype, evalue, tb), self.log)
             if formatted is None:
                 formatted = traceback.format_exception(etype, evalue, tb)
-                shell._showtraceback(etype, evalue, formatted)
+                compat.show_rendered_traceback(shell, (etype, evalue, tb), formatted)
         return {
             "status": "error",
             "ename": etype.__name__,
@@ -472,13 +445,13 @@ class ParallelKernel(IPythonKernel):
 
     def pre_handler_hook(self) -> None:
         """ipykernel's hook (SIGINT raises KeyboardInterrupt during a handler), at C speed."""
-        self.saved_sigint_handler = _signal.signal(SIGINT, default_int_handler)
+        self.saved_sigint_handler = set_signal_handler(SIGINT, default_int_handler)
 
     def post_handler_hook(self) -> None:
         """ipykernel's hook: the handler that was there before ``pre_handler_hook``."""
         saved = getattr(self, "saved_sigint_handler", None)
         if saved is not None:
-            _signal.signal(SIGINT, saved)
+            set_signal_handler(SIGINT, saved)
 
     def _restore_idle_sigint(self) -> None:
         """Stop turning SIGINT into KeyboardInterrupt once the user's code has returned.
@@ -489,19 +462,7 @@ class ParallelKernel(IPythonKernel):
         """
         saved = getattr(self, "saved_sigint_handler", None)
         if saved is not None and threading.current_thread() is threading.main_thread():
-            _signal.signal(SIGINT, saved)
-
-    @staticmethod
-    def _flush_output(force: bool = True) -> None:
-        """Send pending stdout/stderr before the reply, so output precedes it.
-
-        A flush of ipykernel's ``OutStream`` is a blocking round trip to the
-        IOPub thread even when nothing was written (about 0.1 ms each), so
-        unless ``force`` a stream whose buffers are empty is left alone.
-        """
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None and (force or getattr(stream, "_buffers", True)):
-                stream.flush()
+            set_signal_handler(SIGINT, saved)
 
     async def _wait_until_sent(self, tracker: Any) -> None:
         """Hold this shell until ZMQ has released the reply's zero-copy buffers.
@@ -544,11 +505,8 @@ class ParallelKernel(IPythonKernel):
         control_stream = self.control_stream
 
         async def clear_in_main_thread() -> None:
-            async with self._main_asyncio_lock:
-                previous = (
-                    self.get_parent("shell"),
-                    self._get_shell_context_var(self._shell_parent_ident),
-                )
+            async with compat.main_shell_lock(self):
+                previous_ident, previous_parent = compat.shell_parent(self)
                 self.set_parent(ident, parent, channel="shell")
                 try:
                     content = self._clear()
@@ -556,7 +514,7 @@ class ParallelKernel(IPythonKernel):
                     self.log.exception("clear_request failed")
                     content = error_content(type(exc).__name__, _safe_str(exc))
                 finally:
-                    self.set_parent(previous[1], previous[0], channel="shell")
+                    self.set_parent(previous_ident, previous_parent, channel="shell")
             control_stream.io_loop.add_callback(
                 self.session.send, control_stream, "clear_reply", content, parent, ident
             )
@@ -714,7 +672,7 @@ class ParallelKernel(IPythonKernel):
         idents, header, problem = found
         self.log.error("Malformed %s message %s: %s", channel, header.get("msg_id"), problem)
         parent = {"header": header}
-        self._publish_status("busy", channel, parent=parent)
+        compat.publish_status(self, "busy", channel, parent)
         self._send_error_reply(
             stream,
             idents,
@@ -724,7 +682,7 @@ class ParallelKernel(IPythonKernel):
                 f"{header['msg_type']} {header.get('msg_id')!r} cannot be decoded: {problem}",
             ),
         )
-        self._publish_status("idle", channel, parent=parent)
+        compat.publish_status(self, "idle", channel, parent)
         return True
 
 

@@ -32,17 +32,20 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .. import wire
+from .compat import (
+    OutputCounter,
+    apply_curve_server_options,
+    bind_socket,
+    lock_wanted,
+    main_shell_lock,
+    publish_status,
+)
 from .replies import error_content, reply_type
 
 if TYPE_CHECKING:
     from ipykernel.kernelapp import IPKernelApp
 
     from .parallelkernel import ParallelKernel
-
-#: Message types of the IOPub messages that count as a task's output.
-OUTPUT_TYPES = frozenset(
-    {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
-)
 
 
 def bind_task_socket(app: IPKernelApp, port: int = 0) -> tuple[zmq.Socket, int]:
@@ -54,54 +57,8 @@ def bind_task_socket(app: IPKernelApp, port: int = 0) -> tuple[zmq.Socket, int]:
     socket = app.context.socket(zmq.ROUTER)
     socket.linger = 1000
     socket.router_handover = 1
-    app._apply_curve_server_options(socket)
-    return socket, app._bind_socket(socket, port)
-
-
-class OutputCounter:
-    """Counts the output messages the kernel publishes for one request at a time.
-
-    It wraps ``session.send``, which every publisher of the kernel (stdout and
-    stderr streams, displays, errors) goes through.
-    """
-
-    def __init__(self, session: Any) -> None:
-        self.watched: str | None = None
-        self.count = 0
-        send = session.send
-
-        def counting_send(
-            stream: Any,
-            msg_or_type: Any,
-            content: Any = None,
-            parent: Any = None,
-            *a: Any,
-            **kw: Any,
-        ) -> Any:
-            if self.watched is not None:
-                if isinstance(msg_or_type, dict):
-                    msg_type = msg_or_type.get("msg_type")
-                    header = msg_or_type.get("parent_header")
-                else:
-                    msg_type = msg_or_type
-                    header = parent.get("header", parent) if isinstance(parent, dict) else None
-                if (
-                    msg_type in OUTPUT_TYPES
-                    and isinstance(header, dict)
-                    and header.get("msg_id") == self.watched
-                ):
-                    self.count += 1
-            return send(stream, msg_or_type, content, parent, *a, **kw)
-
-        session.send = counting_send
-
-    def watch(self, msg_id: str) -> None:
-        self.watched = msg_id
-        self.count = 0
-
-    def stop(self) -> int:
-        self.watched = None
-        return self.count
+    apply_curve_server_options(app, socket)
+    return socket, bind_socket(app, socket, port)
 
 
 #: Seconds a finished task's reply may wait for the rest of its batch before it is sent.
@@ -156,6 +113,7 @@ class TaskChannel:
         self.session = kernel.session
         self.codec = wire.Codec(kernel.session)
         self.outputs = OutputCounter(kernel.session)
+        self.shell_lock = main_shell_lock(kernel)
         self.queue: deque[Any] = deque()
         self.draining = False
         self._drainer: asyncio.Future[None] | None = None
@@ -185,8 +143,7 @@ class TaskChannel:
 
     def _shell_wanted(self) -> bool:
         """Whether a cell (or a clear) holds or waits for the main shell's lock."""
-        lock = self.kernel._main_asyncio_lock
-        return lock.locked() or any(not w.done() for w in getattr(lock, "_waiters", None) or ())
+        return lock_wanted(self.shell_lock)
 
     def _drain(self) -> None:
         """Run queued tasks right here while nothing else wants the main shell.
@@ -216,7 +173,7 @@ class TaskChannel:
     async def _drain_holding_lock(self, waiting: Any = None) -> None:
         """Take the main shell's lock (after any cell), finish one task, and go on draining."""
         try:
-            async with self.kernel._main_asyncio_lock:
+            async with self.shell_lock:
                 if waiting is None:
                     self._receive()
                     if self.queue:
@@ -433,7 +390,7 @@ class TaskChannel:
             batch.last_runtime = runtime
             self._flush_if_due(batch)
             if outputs:
-                kernel._publish_status("idle", "shell", parent=parent)
+                publish_status(kernel, "idle", "shell", parent)
             return None
         if batch is not None:
             batch.remaining -= 1
@@ -449,7 +406,7 @@ class TaskChannel:
         )
         tracker = self.codec.send(self.socket, frames, track=True)
         if outputs:
-            kernel._publish_status("idle", "shell", parent=parent)
+            publish_status(kernel, "idle", "shell", parent)
         self._receive()
         if tracker is not None and not tracker.done:
             return kernel._wait_until_sent(tracker)
