@@ -5,9 +5,11 @@ It never imports the client side (``parallel_kernel.pool``); the two meet in
 describes.
 
 * :mod:`.parallelkernel`: :class:`ParallelKernel`, its traits and message handlers;
+* :mod:`.apply`: running one ``apply_request``, the same on both channels;
 * :mod:`.taskchannel`: the task channel, the fast path for ``apply_request``;
 * :mod:`.aborts`: the record of aborted requests;
 * :mod:`.replies`: one reply for every request;
+* :mod:`.compat`: every private name of ipykernel and IPython the kernel uses;
 * :mod:`.ipyparallel_format`: ipyparallel's ``apply_request`` format;
 * :mod:`.app`: :class:`ParallelKernelApp`, the application that launches the kernel.
 """

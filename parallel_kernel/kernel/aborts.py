@@ -26,6 +26,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
+
+from jupyter_client.session import utcnow
+
+from .replies import error_content
 
 #: Request types that an "abort everything" applies to: the ones that run user code.
 ABORT_ALL_TYPES = frozenset({"execute_request", "apply_request"})
@@ -113,3 +118,53 @@ class AbortRecord:
                 "sessions": len(self._abort_before),
                 "evicted": self.evicted,
             }
+
+
+_MISSING = object()
+
+
+def answer_abort_request(record: AbortRecord, parent: dict[str, Any]) -> dict[str, Any]:
+    """Record what an ``abort_request`` asks for; return its ``abort_reply`` content.
+
+    Queued requests are aborted by id (a list or one string), or all of them
+    (null or []): all of the sender's session, or every session's when the
+    content has ``"every_session": true``.  Content of another shape gets an
+    error reply that says what is expected.
+    """
+    request = parent["content"]
+    msg_ids = request.get("msg_ids") if isinstance(request, dict) else _MISSING
+    every_session = request.get("every_session", False) if isinstance(request, dict) else False
+    if not isinstance(every_session, bool):
+        return error_content(
+            "TypeError",
+            "abort_request 'every_session' must be true or false; got "
+            + _short_repr(every_session),
+        )
+    if msg_ids is None or msg_ids == []:
+        header = parent["header"]
+        date = header.get("date")
+        record.abort_all(
+            str(header.get("session", "")),
+            date if getattr(date, "tzinfo", None) is not None else utcnow(),
+            every_session=every_session,
+        )
+        return {"status": "ok", "all": True, "pending": [], "started": []}
+    if isinstance(msg_ids, str):
+        msg_ids = [msg_ids]
+    if not isinstance(msg_ids, list) or not all(isinstance(i, str) for i in msg_ids):
+        return error_content(
+            "TypeError",
+            "abort_request content must be an object whose 'msg_ids' is a list "
+            "of strings, a string, an empty list or null; got "
+            + (_short_repr(msg_ids) if msg_ids is not _MISSING else _short_repr(request)),
+        )
+    return {"status": "ok", "all": False, **record.abort(msg_ids)}
+
+
+def _short_repr(obj: Any) -> str:
+    """A repr for error messages, at most 80 characters (and never raising)."""
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<unprintable {type(obj).__qualname__} object>"
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -15,7 +15,7 @@ from ipykernel.kernelapp import IPKernelApp
 from traitlets import Integer, Type
 
 from .parallelkernel import ParallelKernel
-from .taskchannel import bind_task_socket
+from .taskchannel import bind_task_socket, close_task_socket
 
 
 class ParallelKernelApp(IPKernelApp):
@@ -35,33 +35,26 @@ class ParallelKernelApp(IPKernelApp):
         "parallel_kernel.kernel.taskchannel.",
     ).tag(config=True)
 
+    #: The task channel's ROUTER, bound in ``init_sockets``.
+    task_socket: Any = None
+
     def init_sockets(self) -> None:
         """ipykernel's sockets, plus the task channel's ROUTER."""
         super().init_sockets()
-        if self.transport == "ipc" and self.task_port <= 0:
-            # ipc "ports" are file-name suffixes picked by counting up from 1; the
-            # heartbeat's is not bound yet, so start past every port of the connection
-            ports = (self.shell_port, self.stdin_port, self.control_port)
-            self.task_port = max((*ports, self.iopub_port, self.hb_port)) + 1
         self.task_socket, self.task_port = bind_task_socket(self, self.task_port)
-        self.log.debug("task ROUTER Channel on port: %i", self.task_port)
 
     def init_kernel(self) -> None:
+        """ipykernel's kernel, given the task channel's socket."""
         super().init_kernel()
         self.kernel.task_socket = self.task_socket
         self.kernel.task_port = self.task_port
 
     def close(self) -> None:
         """Close the task channel, then ipykernel's sockets (the context waits for all)."""
-        channel = getattr(self.kernel, "task_channel", None) if self.kernel else None
-        if channel is not None:
-            channel.close()
-        socket = getattr(self, "task_socket", None)
-        if socket is not None and not socket.closed:
-            socket.close(linger=0)
-            if self.transport == "ipc":
-                # whoever started the kernel removes the files of the standard ports only
-                Path(f"{self.ip}-{self.task_port}").unlink(missing_ok=True)
+        if isinstance(self.kernel, ParallelKernel):
+            self.kernel.close_task_channel(self)
+        elif self.task_socket is not None:
+            close_task_socket(self, self.task_socket, self.task_port)
         super().close()
 
     def write_connection_file(self, **kwargs: Any) -> None:

@@ -17,35 +17,68 @@ messages and answers ``apply_reply`` on the same socket:
 * aborts (``abort_request`` on control), interrupts and clears behave as for
   shell requests.
 
-The port is advertised in ``kernel_info_reply["parallel"]["task_port"]`` and in
-the connection file (``task_port``).
+The port is advertised in ``kernel_info_reply["parallel"]["task_port"]`` and
+in the connection files that this package's own commands write (``parallel-kernel
+engine``); a connection file written by a kernel manager is left as it is.
+
+The channel runs tasks with the kernel's :class:`~.apply.ApplyRunner`, as the
+shell channel does, and needs nothing else of the kernel than
+:class:`TaskHost` says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
 from .. import wire
-from .compat import (
-    OutputCounter,
-    apply_curve_server_options,
-    bind_socket,
-    lock_wanted,
-    main_shell_lock,
-    publish_status,
+from ..protocol import (
+    APPLY_BATCH_REPLY,
+    APPLY_BATCH_REQUEST,
+    APPLY_REPLY,
+    APPLY_REQUEST,
+    LARGE_BUFFER,
+    BatchEntry,
+    BatchError,
+    ipc_path,
+    pack_batch,
+    unpack_batch,
 )
+from .apply import ApplyCall, ApplyRunner
+from .compat import OutputCounter, apply_curve_server_options, bind_socket, lock_wanted
 from .replies import error_content, reply_type
 
 if TYPE_CHECKING:
     from ipykernel.kernelapp import IPKernelApp
 
-    from .parallelkernel import ParallelKernel
+
+class TaskHost(Protocol):
+    """All the task channel uses of the kernel (``ParallelKernel`` is one)."""
+
+    #: The kernel's session: its key signs the channel's messages too.
+    session: Any
+    log: logging.Logger
+    engine_id: int
+
+    @property
+    def shell_lock(self) -> asyncio.Lock:
+        """The lock the main shell holds while it runs a request (a cell, a clear)."""
+        ...
+
+    def admit(self, stream: Any, idents: list[bytes], msg: dict[str, Any]) -> bool:
+        """Parent the kernel's output to ``msg``; ``False`` if it was aborted (and answered)."""
+        ...
+
+    def publish_idle(self, parent: dict[str, Any]) -> None:
+        """Publish the ``idle`` status that tells a request's output is complete."""
+        ...
 
 
 def bind_task_socket(app: IPKernelApp, port: int = 0) -> tuple[zmq.Socket, int]:
@@ -54,11 +87,27 @@ def bind_task_socket(app: IPKernelApp, port: int = 0) -> tuple[zmq.Socket, int]:
     Same context, address, transport and CurveZMQ keys as the application's
     Jupyter channels; ``port`` 0 picks a free one.
     """
+    if app.transport == "ipc" and port <= 0:
+        # ipc "ports" are file-name suffixes picked by counting up from 1; the
+        # heartbeat's may not be bound yet, so start past every port of the connection
+        ports = (app.shell_port, app.iopub_port, app.stdin_port, app.control_port, app.hb_port)
+        port = max(ports) + 1
     socket = app.context.socket(zmq.ROUTER)
     socket.linger = 1000
     socket.router_handover = 1
     apply_curve_server_options(app, socket)
-    return socket, bind_socket(app, socket, port)
+    port = bind_socket(app, socket, port)
+    app.log.debug("task ROUTER Channel on port: %i", port)
+    return socket, port
+
+
+def close_task_socket(app: IPKernelApp, socket: zmq.Socket, port: int | None) -> None:
+    """Close the task channel's socket (and remove its ipc file: ``app`` removes only its own)."""
+    if socket.closed:
+        return
+    socket.close(linger=0)
+    if app.transport == "ipc" and port:
+        Path(ipc_path(app.ip, port)).unlink(missing_ok=True)
 
 
 #: Seconds a finished task's reply may wait for the rest of its batch before it is sent.
@@ -71,7 +120,6 @@ class _ReplyBatch:
     """The replies to the tasks of one ``apply_batch_request``, sent together."""
 
     __slots__ = (
-        "buffers",
         "compact",
         "entries",
         "first",
@@ -86,8 +134,7 @@ class _ReplyBatch:
         self.parent = parent
         self.compact = compact
         self.remaining = count
-        self.entries: list[dict[str, Any]] = []
-        self.buffers: list[Any] = []
+        self.entries: list[BatchEntry] = []
         self.first = 0.0
         self.last_runtime = 0.0
 
@@ -106,19 +153,25 @@ class _Member:
 class TaskChannel:
     """Serves ``apply_request`` on the task socket from the main thread's loop."""
 
-    def __init__(self, kernel: ParallelKernel, socket: zmq.Socket[Any], port: int) -> None:
-        self.kernel = kernel
+    def __init__(
+        self,
+        host: TaskHost,
+        runner: ApplyRunner,
+        socket: zmq.Socket[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.host = host
+        self.runner = runner
         self.socket = socket
-        self.port = port
-        self.session = kernel.session
-        self.codec = wire.Codec(kernel.session)
-        self.outputs = OutputCounter(kernel.session)
-        self.shell_lock = main_shell_lock(kernel)
+        self.log = host.log
+        self.codec = wire.Codec(host.session)
+        self.outputs = OutputCounter(host.session)
+        self.shell_lock = host.shell_lock
         self.queue: deque[Any] = deque()
         self.draining = False
         self._drainer: asyncio.Future[None] | None = None
-        self.loop = kernel.io_loop.asyncio_loop
-        self.loop.add_reader(socket.getsockopt(zmq.FD), self._readable)
+        self.loop = loop
+        loop.add_reader(socket.getsockopt(zmq.FD), self._readable)
 
     def close(self) -> None:
         """Stop reading the socket (the application closes it)."""
@@ -131,19 +184,17 @@ class TaskChannel:
     # (``_receive``) before it lets the loop sleep.
 
     def _readable(self) -> None:
+        """The loop's reader callback: drain now, or let the running drain take the messages."""
         if self.draining:
             self._receive()  # re-arms the descriptor; the running drain takes the messages
         else:
             self._drain()
 
     def _receive(self) -> None:
+        """Queue every message the socket holds (and so re-arm its descriptor)."""
         socket = self.socket
         while wire.readable(socket):
             self.queue.append(wire.receive(socket))
-
-    def _shell_wanted(self) -> bool:
-        """Whether a cell (or a clear) holds or waits for the main shell's lock."""
-        return lock_wanted(self.shell_lock)
 
     def _drain(self) -> None:
         """Run queued tasks right here while nothing else wants the main shell.
@@ -159,7 +210,7 @@ class TaskChannel:
             if not self.queue:
                 self.draining = False
                 return
-            if self._shell_wanted():
+            if lock_wanted(self.shell_lock):  # a cell (or a clear) holds or awaits the shell
                 self._drainer = asyncio.ensure_future(self._drain_holding_lock())
                 return
             if time.perf_counter() > deadline:
@@ -181,15 +232,16 @@ class TaskChannel:
                 if waiting is not None:
                     await waiting
         except Exception:
-            self.kernel.log.exception("Task channel failure")
+            self.log.exception("Task channel failure")
         self.loop.call_soon(self._drain)
 
     def _serve_logged(self, item: Any) -> Any:
+        """:meth:`_serve`, logging a failure to decode or to answer at all."""
         try:
             return self._serve(item)
         except Exception:
             # a failure to decode or to answer at all (a task's own failures are answered)
-            self.kernel.log.exception("Task channel failure")
+            self.log.exception("Task channel failure")
             return None
 
     def _serve(self, item: Any) -> Any:
@@ -203,10 +255,10 @@ class TaskChannel:
             except wire.WireError as exc:
                 return self._answer_undecodable(exc)
             msg_type = msg["header"].get("msg_type")
-            if msg_type == "apply_batch_request":
+            if msg_type == APPLY_BATCH_REQUEST:
                 self._expand(idents, msg)
                 return None
-            if msg_type != "apply_request":
+            if msg_type != APPLY_REQUEST:
                 self._send(
                     reply_type(str(msg_type)),
                     error_content(
@@ -225,8 +277,7 @@ class TaskChannel:
             return None
 
     def _run(self, idents: list[bytes], msg: dict[str, Any], batch: _ReplyBatch | None) -> Any:
-        kernel = self.kernel
-        kernel.set_parent(idents, msg, channel="shell")
+        """Run one task with the kernel's runner; return what is left to await, if anything."""
         if (
             batch is not None
             and batch.entries
@@ -237,91 +288,63 @@ class TaskChannel:
         ):
             # results already collected must not wait behind a task that may be long
             self._flush(batch)
+        runner = self.runner
         call = None
         try:
-            # The interrupting handler goes in before should_handle records the
+            # The interrupting handler goes in before the abort check records the
             # task as started: a client told "started" by an abort_request then
             # interrupts it, and that interrupt must not be ignored.  Inside the
-            # try, so an interrupt right after the hook still restores the handler.
-            kernel.pre_handler_hook()
-            if kernel.should_handle(self.socket, msg, idents):
+            # try, so an interrupt right after it still restores the handler.
+            runner.sigint_interrupts()
+            if self.host.admit(self.socket, idents, msg):
                 self.outputs.watch(msg["header"]["msg_id"])
-                started = time.perf_counter()
-                call = kernel.start_apply(msg)
+                call = runner.start(msg, (idents, batch))
         finally:
-            kernel.post_handler_hook()
-        if call is None:  # aborted: should_handle answered it
+            runner.sigint_restore()
+        if call is None:  # aborted: admit answered it
             if batch is not None:
                 batch.remaining -= 1
                 self._flush_if_due(batch)
             self._receive()
             return None
-        if call.pending is not None:
-            if batch is not None:
-                self._flush(batch)
-            return self._finish_later(call, idents, batch, started)
-        return self._reply(call, idents, batch, time.perf_counter() - started)
+        if call.pending is not None and batch is not None:
+            self._flush(batch)
+        return runner.complete(call, self._send_reply, self._fail_call)
 
     def _expand(self, idents: list[bytes], msg: dict[str, Any]) -> None:
         """Queue the tasks of a batch, first in line, each as its own apply_request."""
-        content = msg["content"]
-        tasks = content.get("tasks") if isinstance(content, dict) else None
-        valid = isinstance(tasks, list) and all(
-            isinstance(t, dict)
-            and isinstance(t.get("msg_id"), str)
-            and isinstance(t.get("content"), dict)
-            and isinstance(t.get("buffers"), int)
-            and t["buffers"] >= 0
-            and isinstance(t.get("metadata", {}), dict)
-            for t in tasks
-        )
-        if not valid or sum(t["buffers"] for t in tasks) != len(msg["buffers"]):
+        try:
+            tasks = unpack_batch(msg["content"], msg["buffers"], "tasks")
+        except BatchError as exc:
             self._send(
-                "apply_batch_reply",
-                error_content(
-                    "MalformedMessage",
-                    "apply_batch_request content must be {'tasks': [{'msg_id': str, 'content': "
-                    "{...}, 'buffers': int, 'metadata': {...}}, ...]} with the buffer counts "
-                    "adding up to the message's buffers",
-                ),
+                APPLY_BATCH_REPLY,
+                error_content("MalformedMessage", f"{APPLY_BATCH_REQUEST}: {exc}"),
                 msg,
                 idents,
             )
             return
         batch = _ReplyBatch(idents, msg["raw_header"], len(tasks), msg["compact"])
         header = msg["header"]
+        compact = msg["compact"]
         members = []
-        start = 0
         for task in tasks:
-            end = start + task["buffers"]
-            task_header = {**header, "msg_id": task["msg_id"], "msg_type": "apply_request"}
             member = {
-                "header": task_header,
-                "msg_id": task["msg_id"],
-                "msg_type": "apply_request",
+                "header": {**header, "msg_id": task.msg_id, "msg_type": APPLY_REQUEST},
+                "msg_id": task.msg_id,
+                "msg_type": APPLY_REQUEST,
                 "parent_header": {},
-                "metadata": task.get("metadata", {}),
-                "content": task["content"],
-                "buffers": msg["buffers"][start:end],
-                "compact": msg["compact"],
+                "metadata": task.metadata,
+                "content": task.content,
+                "buffers": task.buffers,
+                "compact": compact,
             }
             members.append(_Member(idents, member, batch))
-            start = end
         self.queue.extendleft(reversed(members))
 
-    async def _finish_later(
-        self, call: Any, idents: list[bytes], batch: _ReplyBatch | None, started: float
-    ) -> None:
-        try:
-            call.result, call.error = await self.kernel._await_interruptibly(
-                call.pending, call.name
-            )
-            waiting = self._reply(call, idents, batch, time.perf_counter() - started)
-        except BaseException as exc:
-            self._fail(idents, call.parent, batch, exc)
-            return
-        if waiting is not None:
-            await waiting
+    def _fail_call(self, call: ApplyCall, exc: BaseException) -> None:
+        """Answer a started call whose handling failed (the runner's ``fail``)."""
+        idents, batch = call.route
+        self._fail(idents, call.parent, batch, exc)
 
     def _fail(
         self,
@@ -332,26 +355,19 @@ class TaskChannel:
     ) -> None:
         """Answer a task whose handling failed outside the user's code (it must not hang)."""
         self.outputs.stop()
-        self.kernel.log.error("A task-channel request failed: %r", exc, exc_info=exc)
+        self.log.error("A task-channel request failed: %r", exc, exc_info=exc)
         try:
             content = error_content(
                 type(exc).__name__, f"the kernel failed to handle this apply_request: {exc!r}"
             )
-            metadata = {"status": "error", "outputs": 0, "engine_id": self.kernel.engine_id}
+            metadata = {"status": "error", "outputs": 0, "engine_id": self.host.engine_id}
             if batch is not None:
-                batch.entries.append(
-                    {
-                        "msg_id": msg["header"]["msg_id"],
-                        "content": content,
-                        "metadata": metadata,
-                        "buffers": 0,
-                    }
-                )
+                batch.entries.append(BatchEntry(msg["header"]["msg_id"], content, metadata, []))
                 batch.remaining -= 1
                 self._flush(batch)
                 return
             _, frames = self.codec.encode(
-                "apply_reply",
+                APPLY_REPLY,
                 content,
                 parent=msg.get("raw_header") or msg["header"],
                 metadata=metadata,
@@ -361,43 +377,42 @@ class TaskChannel:
             self.codec.send(self.socket, frames)
             self._receive()
         except Exception:
-            self.kernel.log.exception("Could not answer a failed task-channel request")
+            self.log.exception("Could not answer a failed task-channel request")
 
-    def _reply(
-        self, call: Any, idents: list[bytes], batch: _ReplyBatch | None, runtime: float
+    def _send_reply(
+        self,
+        call: ApplyCall,
+        content: dict[str, Any],
+        metadata: dict[str, Any],
+        buffers: list[Any],
     ) -> Any:
-        kernel = self.kernel
-        reply, buffers = kernel.finish_apply(call)
+        """Send a task's reply (the runner's ``send``): alone, or with its batch.
+
+        Returns the ZMQ tracker of a reply sent alone, whose zero-copy buffers
+        the runner waits for; small replies of a batch are collected instead.
+        """
+        idents, batch = call.route
         outputs = self.outputs.stop()
-        metadata = reply["metadata"]
         metadata["outputs"] = outputs
-        metadata["runtime"] = runtime
+        metadata["runtime"] = call.runtime
         parent = call.parent
-        large = any(memoryview(b).nbytes >= wire.COPY_THRESHOLD for b in buffers)
+        large = any(memoryview(b).nbytes >= LARGE_BUFFER for b in buffers)
         if batch is not None and not large:
             if not batch.entries:
                 batch.first = time.perf_counter()
-            batch.entries.append(
-                {
-                    "msg_id": parent["header"]["msg_id"],
-                    "content": reply["content"],
-                    "metadata": metadata,
-                    "buffers": len(buffers),
-                }
-            )
-            batch.buffers.extend(buffers)
+            batch.entries.append(BatchEntry(parent["header"]["msg_id"], content, metadata, buffers))
             batch.remaining -= 1
-            batch.last_runtime = runtime
+            batch.last_runtime = call.runtime
             self._flush_if_due(batch)
             if outputs:
-                publish_status(kernel, "idle", "shell", parent)
+                self.host.publish_idle(parent)
             return None
         if batch is not None:
             batch.remaining -= 1
             self._flush(batch)
         _, frames = self.codec.encode(
-            "apply_reply",
-            reply["content"],
+            APPLY_REPLY,
+            content,
             parent=parent.get("raw_header") or parent["header"],
             metadata=metadata,
             idents=idents,
@@ -406,11 +421,9 @@ class TaskChannel:
         )
         tracker = self.codec.send(self.socket, frames, track=True)
         if outputs:
-            publish_status(kernel, "idle", "shell", parent)
+            self.host.publish_idle(parent)
         self._receive()
-        if tracker is not None and not tracker.done:
-            return kernel._wait_until_sent(tracker)
-        return None
+        return tracker
 
     def _flush_if_due(self, batch: _ReplyBatch) -> None:
         """Send a batch's collected replies once all are in, or once the first has waited long."""
@@ -420,19 +433,20 @@ class TaskChannel:
             self._flush(batch)
 
     def _flush(self, batch: _ReplyBatch) -> None:
+        """Send the replies a batch has collected, as one ``apply_batch_reply``."""
         if not batch.entries:
             return
+        content, buffers = pack_batch(batch.entries, "replies")
         _, frames = self.codec.encode(
-            "apply_batch_reply",
-            {"replies": batch.entries},
+            APPLY_BATCH_REPLY,
+            content,
             parent=batch.parent,
             idents=batch.idents,
-            buffers=batch.buffers,
+            buffers=buffers,
             compact=batch.compact,
         )
         self.codec.send(self.socket, frames)
         batch.entries = []
-        batch.buffers = []
         self._receive()
 
     def _send(
@@ -462,9 +476,9 @@ class TaskChannel:
             except ValueError:
                 header = None
         if not isinstance(header, dict) or not isinstance(header.get("msg_type"), str):
-            self.kernel.log.warning("Dropped a task-channel message: %s", error)
+            self.log.warning("Dropped a task-channel message: %s", error)
             return
-        self.kernel.log.error("Malformed task-channel message %s: %s", header.get("msg_id"), error)
+        self.log.error("Malformed task-channel message %s: %s", header.get("msg_id"), error)
         self._send(
             reply_type(header["msg_type"]),
             error_content(
