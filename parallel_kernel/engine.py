@@ -1,7 +1,8 @@
 """Run a parallel kernel as an engine for pools on other hosts: ``parallel-kernel engine``.
 
 An engine started by hand or by a batch system listens on an address of its
-host and writes a connection file; the file, copied to the client, is what
+host and writes a connection file, task channel's port (``task_port``)
+included; the file, copied to the client, is what
 :meth:`parallel_kernel.Pool.connect` needs.  By default the engine encrypts
 its sockets with CurveZMQ (a key pair in the connection file), since its
 messages then cross a network; the file's signing key authenticates the client
@@ -16,6 +17,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import sys
 import uuid
 from pathlib import Path
@@ -24,6 +26,8 @@ from typing import Any
 import zmq
 from jupyter_client.connect import write_connection_file
 
+from .protocol import TASK_PORT_KEY
+
 ENCRYPTIONS = ("curve", "none")
 
 
@@ -31,9 +35,10 @@ def prepare_connection_file(path: str | Path, ip: str, encryption: str = "curve"
     """Write a connection file for an engine on ``ip`` unless ``path`` exists; True if written.
 
     The file gets free TCP ports on ``ip`` (picked here, on the engine's
-    host), a fresh signing key and, with ``encryption="curve"``, a CurveZMQ
-    key pair.  It is readable by its owner only.  An existing file is left as
-    it is, so an engine restarted with the same file keeps its ports and keys.
+    host), the task channel's among them, a fresh signing key and, with
+    ``encryption="curve"``, a CurveZMQ key pair.  It is readable by its owner
+    only.  An existing file is left as it is, so an engine restarted with the
+    same file keeps its ports and keys.
     """
     if encryption not in ENCRYPTIONS:
         raise ValueError(f"encryption must be one of {ENCRYPTIONS}, got {encryption!r}")
@@ -48,7 +53,14 @@ def prepare_connection_file(path: str | Path, ip: str, encryption: str = "curve"
         public, secret = zmq.curve_keypair()
         keys = {"curve_publickey": public, "curve_secretkey": secret}
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_connection_file(str(path), ip=ip, key=str(uuid.uuid4()).encode(), transport="tcp", **keys)
+    family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    # held while jupyter_client picks the other ports, so that it cannot pick this one
+    with socket.socket(family) as task_port_holder:
+        task_port_holder.bind((ip, 0))
+        keys[TASK_PORT_KEY] = task_port_holder.getsockname()[1]
+        write_connection_file(
+            str(path), ip=ip, key=str(uuid.uuid4()).encode(), transport="tcp", **keys
+        )
     return True
 
 
@@ -110,23 +122,31 @@ def run_engine(
     in one step, once the kernel listens: a client or job script that waits
     for the file never reads half of it, nor connects too early.  Such a file
     is removed when the engine exits, also on SIGTERM (it holds the engine's
-    keys); a file that was given is used as it is and kept.
+    keys); a file that was given is used as it is and kept.  The kernel binds
+    its task channel to the file's ``task_port`` (a free port if the file has
+    none: ``kernel_info`` tells it).
     """
     path = Path(connection_file).absolute()
     staging = path.with_name(f".{path.name}.{os.getpid()}.starting")
     written = prepare_connection_file(staging, ip, encryption) if not path.exists() else False
+    used = staging if written else path
+    task_port = json.loads(used.read_text()).get(TASK_PORT_KEY)
     app = _engine_app()
     try:
         app.initialize(
             [
                 "-f",
-                str(staging if written else path),
+                str(used),
                 f"--ParallelKernel.engine_id={engine_id}",
                 "--HistoryManager.hist_file=:memory:",
+                *([f"--ParallelKernelApp.task_port={task_port}"] if task_port else []),
                 *(kernel_args or []),
             ]
         )
         if written:
+            if app.task_port != task_port:  # kernel_args chose another port
+                info = json.loads(staging.read_text())
+                staging.write_text(json.dumps({**info, TASK_PORT_KEY: app.task_port}, indent=1))
             os.replace(staging, path)
             app.connection_file = str(path)
             atexit.register(path.unlink, missing_ok=True)

@@ -30,8 +30,8 @@ def start_engine(connection_file: Path, *arguments: str) -> subprocess.Popen:
     """Run the command and return once the kernel has bound its task channel.
 
     A file the command writes appears complete, in one step, once the kernel
-    listens: seeing it is enough.  A given file is rewritten in place by the
-    kernel, so for that one wait until it names the task port.
+    listens: seeing it is enough.  A given file is used as it is: it names
+    the task port the kernel binds.
     """
     fresh = not connection_file.exists()
     process = subprocess.Popen(

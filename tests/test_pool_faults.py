@@ -409,6 +409,10 @@ def test_a_pool_connects_to_an_engine_on_ipc_sockets(tmp_path, monkeypatch) -> N
             assert pool.engines[0].state == "idle"
         info = json.loads(Path(manager.connection_file).read_text())
         ports = {info[k] for k in ("shell_port", "iopub_port", "stdin_port", "control_port")}
-        assert info["task_port"] not in ports | {info["hb_port"]}
+        client = manager.client()
+        client.start_channels()
+        parallel = client.kernel_info(reply=True, timeout=30)["content"]["parallel"]
+        client.stop_channels()
+        assert parallel["task_port"] not in ports | {info["hb_port"]}
     finally:
         manager.shutdown_kernel(now=True)

@@ -7,11 +7,13 @@ import struct
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import zmq
-from conftest import Driver
+from conftest import KERNEL_ARGS, Driver
+from jupyter_client.manager import KernelManager
 
 from parallel_kernel import Pool, serialize, wire
 
@@ -72,11 +74,32 @@ def tasks(kernel: Driver) -> Any:
     channel.close()
 
 
-def test_the_port_is_advertised_in_kernel_info_and_the_connection_file(kernel: Driver) -> None:
+def test_the_port_is_advertised_in_kernel_info_not_in_the_managers_file(kernel: Driver) -> None:
     info = kernel.client.kernel_info(reply=True, timeout=TIMEOUT)["content"]["parallel"]
     assert info["task_requests"] == ["apply_request"]
+    assert info["task_port"] > 0
     connection = json.loads(Path(kernel.manager.connection_file).read_text())
-    assert connection["task_port"] == info["task_port"] > 0
+    assert "task_port" not in connection
+
+
+def test_a_kernel_managers_connection_file_is_left_byte_for_byte(tmp_path: Path) -> None:
+    """The file is the manager's: the kernel serves its task channel without writing to it."""
+    manager = KernelManager(kernel_name="parallel", connection_file=str(tmp_path / "kernel.json"))
+    manager.start_kernel(extra_arguments=KERNEL_ARGS)
+    # written by the manager before it launched the kernel, which is still starting Python
+    written = Path(manager.connection_file).read_bytes()
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        tasks = TaskSocket(SimpleNamespace(client=client, session=client.session))
+        tasks.send_apply(add, 2, 3)
+        assert tasks.result(tasks.reply()) == 5
+        tasks.close()
+        assert Path(manager.connection_file).read_bytes() == written
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
 
 
 def test_apply_runs_in_the_user_namespace(kernel: Driver, tasks: TaskSocket) -> None:

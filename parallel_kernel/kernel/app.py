@@ -7,8 +7,6 @@ every ``--IPKernelApp.*`` / ``--IPythonKernel.*`` option apply unchanged;
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from ipykernel.kernelapp import IPKernelApp
@@ -19,7 +17,13 @@ from .taskchannel import bind_task_socket, close_task_socket
 
 
 class ParallelKernelApp(IPKernelApp):
-    """``IPKernelApp`` whose kernel is a :class:`~parallel_kernel.kernel.ParallelKernel`."""
+    """``IPKernelApp`` whose kernel is a :class:`~parallel_kernel.kernel.ParallelKernel`.
+
+    The task channel's port is advertised in ``kernel_info`` only: the
+    connection file the kernel starts from belongs to whoever wrote it (a
+    kernel manager, ``parallel-kernel engine``) and is left as ipykernel
+    leaves it.
+    """
 
     classes = [*IPKernelApp.classes, ParallelKernel]
 
@@ -56,15 +60,6 @@ class ParallelKernelApp(IPKernelApp):
         elif self.task_socket is not None:
             close_task_socket(self, self.task_socket, self.task_port)
         super().close()
-
-    def write_connection_file(self, **kwargs: Any) -> None:
-        """ipykernel's connection file, plus ``task_port``."""
-        super().write_connection_file(**kwargs)
-        path = Path(self.abs_connection_file)
-        info = json.loads(path.read_text())
-        if info.get("task_port") != self.task_port:
-            info["task_port"] = self.task_port
-            path.write_text(json.dumps(info, indent=1))
 
 
 def launch(argv: list[str] | None = None) -> None:
