@@ -23,13 +23,16 @@ knows how objects become frames.
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 from collections.abc import Callable, Sequence
-from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 import cloudpickle
+
+from .function_cache import FunctionCache, LoadedFunctions
+from .protocol import LARGE_BUFFER
 
 __all__ = [
     "FORMAT",
@@ -51,10 +54,10 @@ __all__ = [
 FORMAT = "parallel_kernel"
 #: Value of ``content["version"]``; bumped on any incompatible layout change.
 FORMAT_VERSION = 1
-#: Out-of-band buffers smaller than this many bytes are pickled inline.
-#: It matches jupyter_client's ``Session.copy_threshold``, below which ZMQ
-#: copies a frame anyway.
-INLINE_THRESHOLD = 64 * 1024
+#: Out-of-band buffers smaller than this many bytes are pickled inline: an alias of
+#: :data:`parallel_kernel.protocol.LARGE_BUFFER`, the size from which a buffer
+#: travels as a frame of its own.
+INLINE_THRESHOLD = LARGE_BUFFER
 
 Frame = bytes | memoryview
 
@@ -86,7 +89,7 @@ def _out_of_band(frames: list[Frame]) -> Callable[[pickle.PickleBuffer], bool]:
             view = buffer.raw()
         except BufferError:
             return True  # not contiguous: pickle copies it in band
-        if view.nbytes < INLINE_THRESHOLD:
+        if view.nbytes < LARGE_BUFFER:
             return True
         frames.append(view)
         return False
@@ -135,7 +138,7 @@ class _Blob:
 
 
 def _lift(obj: Any) -> Any:
-    if type(obj) in (bytes, bytearray) and len(obj) >= INLINE_THRESHOLD:
+    if type(obj) in (bytes, bytearray) and len(obj) >= LARGE_BUFFER:
         return _Blob(obj)
     return obj
 
@@ -157,8 +160,6 @@ def _lift_items(obj: Any) -> Any:
 #: Types whose values pickle the same with the standard pickler as with cloudpickle,
 #: and never hold out-of-band buffers (bytes too, when small: see ``_plain``).
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, complex, str})
-#: Types that are immutable all the way down when their items are (for the function cache).
-_IMMUTABLE_SCALARS = _PLAIN_SCALARS | {bytes, range, type(...)}
 
 
 def _plain(obj: Any, budget: list[int]) -> bool:
@@ -175,7 +176,7 @@ def _plain(obj: Any, budget: list[int]) -> bool:
     if kind in _PLAIN_SCALARS:
         return True
     if kind is bytes:
-        return len(obj) < INLINE_THRESHOLD
+        return len(obj) < LARGE_BUFFER
     if kind in (tuple, list):
         return all(_plain(item, budget) for item in obj)
     if kind is dict:
@@ -183,178 +184,6 @@ def _plain(obj: Any, budget: list[int]) -> bool:
             type(key) in _PLAIN_SCALARS and _plain(value, budget) for key, value in obj.items()
         )
     return False
-
-
-class _FunctionCache:
-    """Pickles of functions whose pickle cannot change while they stay the same objects.
-
-    cloudpickle copies a function defined in a notebook or script by value,
-    with the current values of the globals it names.  The pickle is reused
-    only while each of those globals is still bound to the same object and
-    that object is immutable (numbers, strings, tuples of them) or a plain
-    module (not a package) pickled by name, and the function has no closure,
-    no mutable defaults, no attributes, and the same name, module and doc:
-    then pickling it again would give the same bytes.  Annotations must be
-    strings or builtin types.  Anything else is pickled afresh every time.
-    """
-
-    def __init__(self, size: int = 256) -> None:
-        self.size = size
-        self.entries: dict[int, tuple[Any, tuple[Any, ...], list[Frame]]] = {}
-
-    def frames(self, f: Any) -> list[Frame]:
-        if type(f) is not FunctionType or cloudpickle.cloudpickle._should_pickle_by_reference(f):
-            return pack(f)  # a reference is cheap to pickle, and may change meaning
-        entry = self.entries.get(id(f))
-        if entry is not None and entry[0] is f and self._same(f, entry[1]):
-            return entry[2]
-        frames = pack(f)
-        snapshot = self._snapshot(f)
-        if snapshot is not None:
-            if len(self.entries) >= self.size:
-                self.entries.pop(next(iter(self.entries), None), None)
-            self.entries[id(f)] = (f, snapshot, frames)
-        return frames
-
-    def _snapshot(self, f: FunctionType) -> tuple[Any, ...] | None:
-        if f.__closure__ or f.__dict__ or f.__kwdefaults__:
-            return None
-        annotations = tuple(f.__annotations__.items())
-        if not all(
-            _immutable(v) or (type(v) is type and v in _BUILTIN_TYPES) for _, v in annotations
-        ):
-            return None
-        if f.__defaults__ and not all(_immutable(d) for d in f.__defaults__):
-            return None
-        values = []
-        namespace = f.__globals__
-        for name in _global_names(f.__code__):
-            value = namespace.get(name, _UNBOUND)
-            if value is not _UNBOUND and not _immutable(value) and not _plain_module(value):
-                return None
-            values.append(value)
-        return (
-            f.__code__,
-            f.__defaults__,
-            f.__name__,
-            f.__qualname__,
-            f.__doc__,
-            f.__module__,
-            annotations,
-            *values,
-        )
-
-    def _same(self, f: FunctionType, snapshot: tuple[Any, ...]) -> bool:
-        current = (f.__code__, f.__defaults__, f.__name__, f.__qualname__, f.__doc__, f.__module__)
-        if any(a is not b for a, b in zip(current, snapshot, strict=False)):
-            return False
-        if f.__closure__ or f.__dict__ or f.__kwdefaults__:
-            return False
-        annotations = snapshot[6]
-        if len(f.__annotations__) != len(annotations) or any(
-            f.__annotations__.get(key, _UNBOUND) is not value for key, value in annotations
-        ):
-            return False
-        namespace = f.__globals__
-        names = _global_names(f.__code__)
-        return all(
-            namespace.get(name, _UNBOUND) is value
-            and (not isinstance(value, ModuleType) or _plain_module(value))
-            for name, value in zip(names, snapshot[7:], strict=True)
-        )
-
-
-_UNBOUND = object()
-_BUILTIN_TYPES = frozenset({int, float, complex, str, bytes, bool, object, type(None)})
-_names_of: dict[CodeType, tuple[str, ...]] = {}
-
-
-def _global_names(code: CodeType) -> tuple[str, ...]:
-    """Every name a code object (and the code nested in it) may look up as a global."""
-    names = _names_of.get(code)
-    if names is None:
-        found = dict.fromkeys(code.co_names)
-        for const in code.co_consts:
-            if isinstance(const, CodeType):
-                found.update(dict.fromkeys(_global_names(const)))
-        names = _names_of[code] = tuple(found)
-        if len(_names_of) > 4096:
-            _names_of.pop(next(iter(_names_of), None), None)
-    return names
-
-
-def _immutable(value: Any) -> bool:
-    kind = type(value)
-    if kind in _IMMUTABLE_SCALARS:
-        return True
-    if kind in (tuple, frozenset):
-        return all(_immutable(item) for item in value)
-    return False
-
-
-def _plain_module(value: Any) -> bool:
-    """A module pickled by name whose pickle cannot depend on which submodules are imported.
-
-    (cloudpickle records the submodules a function reaches through a package,
-    so a function naming a package is never cached.)
-    """
-    return (
-        isinstance(value, ModuleType)
-        and not hasattr(value, "__path__")
-        and not cloudpickle.cloudpickle._is_registered_pickle_by_value(value)
-    )
-
-
-class _LoadedFunctions:
-    """Functions unpickled from the same bytes before, when reusing one cannot be told apart.
-
-    A pool sends the same function pickle for every task of a ``map``.  A
-    function unpickled from those bytes is reused only if nothing in it can
-    have changed since: no closure, no attributes, no keyword-only defaults,
-    immutable defaults and annotations, and globals that are all immutable
-    values or modules.  Everything else is unpickled afresh for every call, as
-    it must be (a task may mutate a list its function carried).
-    """
-
-    def __init__(self, size: int = 256, largest: int = 2**16) -> None:
-        self.size = size
-        self.largest = largest
-        self.entries: dict[bytes, Any] = {}
-
-    def load(self, frames: Sequence[Frame]) -> Any:
-        if len(frames) != 1 or memoryview(frames[0]).nbytes > self.largest:
-            return unpack(frames, "function")
-        key = bytes(frames[0])
-        f = self.entries.get(key)
-        if f is not None:
-            return f
-        f = unpack(frames, "function")
-        if self._reusable(f):
-            if len(self.entries) >= self.size:
-                self.entries.pop(next(iter(self.entries)))
-            self.entries[key] = f
-        return f
-
-    @staticmethod
-    def _reusable(f: Any) -> bool:
-        if type(f) is not FunctionType or f.__closure__ or f.__dict__ or f.__kwdefaults__:
-            return False
-        if f.__defaults__ and not all(_immutable(d) for d in f.__defaults__):
-            return False
-        if not all(
-            _immutable(v) or (type(v) is type and v in _BUILTIN_TYPES)
-            for v in f.__annotations__.values()
-        ):
-            return False
-        return all(
-            _immutable(value) or isinstance(value, ModuleType)
-            for name, value in f.__globals__.items()
-            if not (name.startswith("__") and name.endswith("__"))
-        )
-
-
-_functions = _FunctionCache()
-_loaded = _LoadedFunctions()
 
 
 def pack(obj: Any) -> list[Frame]:
@@ -387,6 +216,10 @@ def unpack(frames: Sequence[Frame], part: str = "message") -> Any:
         return pickle.loads(frames[0], buffers=frames[1:])
     except Exception as exc:
         raise DeserializationError(f"cannot deserialize the {part}: {_reason(exc)}", part) from exc
+
+
+_functions = FunctionCache(pack)
+_loaded = LoadedFunctions(functools.partial(unpack, part="function"))
 
 
 def _split(frames: Sequence[Frame], counts: Any, names: Sequence[str]) -> list[Sequence[Frame]]:

@@ -21,8 +21,8 @@ parts and any small buffers packed into one frame (see ``docs/protocol.md``)::
 
     b"PKM\x01" | u16 n | n u32 lengths | the n parts, back to back
 
-Buffers of ``COPY_THRESHOLD`` bytes or more still travel as frames of their
-own, after the packed one, sent without copying.  :meth:`Codec.decode` reads
+Buffers of ``protocol.LARGE_BUFFER`` bytes or more still travel as frames of
+their own, after the packed one, sent without copying.  :meth:`Codec.decode` reads
 either framing; a reply uses the framing of its request.
 """
 
@@ -42,8 +42,7 @@ from jupyter_client.jsonutil import json_default
 from jupyter_client.session import DELIM
 from jupyter_client.session import protocol_version as PROTOCOL_VERSION
 
-#: Frames of at least this many bytes are sent without copying (as Session does).
-COPY_THRESHOLD = 2**16
+from .protocol import LARGE_BUFFER
 
 _DELIM = DELIM.encode() if isinstance(DELIM, str) else DELIM
 
@@ -190,7 +189,7 @@ class Codec:
             signature = digest.hexdigest().encode()
         if not compact:
             return msg_id, [*(idents or ()), _DELIM, signature, *parts, *buffers]
-        separate = any(memoryview(b).nbytes >= COPY_THRESHOLD for b in buffers)
+        separate = any(memoryview(b).nbytes >= LARGE_BUFFER for b in buffers)
         packed = [signature, *parts] if separate else [signature, *parts, *buffers]
         lengths = [memoryview(p).nbytes for p in packed]
         head = COMPACT_MAGIC + _COUNT.pack(len(packed)) + struct.pack(f"<{len(packed)}I", *lengths)
@@ -205,7 +204,7 @@ class Codec:
         without a copy, else ``None``.
         """
         last = len(frames) - 1
-        if not any(memoryview(f).nbytes >= COPY_THRESHOLD for f in frames):
+        if not any(memoryview(f).nbytes >= LARGE_BUFFER for f in frames):
             for i, frame in enumerate(frames):
                 _raw_send(socket, frame, _SNDMORE if i < last else 0)
             return None
