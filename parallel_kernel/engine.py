@@ -89,6 +89,7 @@ def _remove_and_terminate(path: Path, signum: int, frame: object) -> None:
 
 
 def _engine_app() -> Any:
+    """The application of ``parallel-kernel engine`` (its singleton instance)."""
     from .kernel import ParallelKernelApp
     from .kernel.compat import remember_ports
 
@@ -101,6 +102,7 @@ def _engine_app() -> Any:
         """
 
         def log_connection_info(self) -> None:
+            """Log the connection file (not print a banner), and note the ports as ipykernel."""
             self.log.info("connection file: %s", self.connection_file)
             remember_ports(self)
 

@@ -46,6 +46,7 @@ class FunctionCache:
         self.entries: dict[int, tuple[Any, tuple[Any, ...], list[Any]]] = {}
 
     def frames(self, f: Any) -> list[Any]:
+        """``pack(f)``, reused from an earlier call while it cannot have changed."""
         if type(f) is not FunctionType or cloudpickle.cloudpickle._should_pickle_by_reference(f):
             return self.pack(f)  # a reference is cheap to pickle, and may change meaning
         entry = self.entries.get(id(f))
@@ -60,6 +61,7 @@ class FunctionCache:
         return frames
 
     def _snapshot(self, f: FunctionType) -> tuple[Any, ...] | None:
+        """What ``f``'s pickle depends on, or ``None`` if it may change unseen (not cached)."""
         if f.__closure__ or f.__dict__ or f.__kwdefaults__:
             return None
         annotations = tuple(f.__annotations__.items())
@@ -88,6 +90,7 @@ class FunctionCache:
         )
 
     def _same(self, f: FunctionType, snapshot: tuple[Any, ...]) -> bool:
+        """Whether everything ``f``'s pickle depends on is still what ``snapshot`` recorded."""
         current = (f.__code__, f.__defaults__, f.__name__, f.__qualname__, f.__doc__, f.__module__)
         if any(a is not b for a, b in zip(current, snapshot, strict=False)):
             return False
@@ -127,6 +130,7 @@ def _global_names(code: CodeType) -> tuple[str, ...]:
 
 
 def _immutable(value: Any) -> bool:
+    """Whether ``value`` is immutable all the way down (scalars, and tuples of them)."""
     kind = type(value)
     if kind in _IMMUTABLE_SCALARS:
         return True
@@ -168,6 +172,7 @@ class LoadedFunctions:
         self.entries: dict[bytes, Any] = {}
 
     def load(self, frames: Sequence[Any]) -> Any:
+        """``unpack(frames)``, reusing the function unpickled from the same bytes if allowed."""
         if len(frames) != 1 or memoryview(frames[0]).nbytes > self.largest:
             return self.unpack(frames)
         key = bytes(frames[0])
@@ -183,6 +188,7 @@ class LoadedFunctions:
 
     @staticmethod
     def _reusable(f: Any) -> bool:
+        """Whether a function, once unpickled, can serve later calls unchanged."""
         if type(f) is not FunctionType or f.__closure__ or f.__dict__ or f.__kwdefaults__:
             return False
         if f.__defaults__ and not all(_immutable(d) for d in f.__defaults__):

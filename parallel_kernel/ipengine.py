@@ -49,6 +49,7 @@ class EngineKernel(ParallelKernel):
         data_pub.pub_socket = self.iopub_socket
 
     def init_metadata(self, parent: dict[str, Any]) -> dict[str, Any]:
+        """Reply metadata with the scheduler fields a stock engine always sets."""
         metadata = super().init_metadata(parent)
         requested = parent.get("metadata")
         requested = requested if isinstance(requested, dict) else {}
@@ -63,6 +64,7 @@ class EngineKernel(ParallelKernel):
 
 
 def _check_version() -> None:
+    """Warn (on stderr) when the installed ipyparallel is not a tested release."""
     import ipyparallel
 
     version = tuple(int(part) for part in ipyparallel.__version__.split(".")[:2])

@@ -46,6 +46,7 @@ class _Rebinder:
         return getattr(module, "__dict__", None) is not globals_dict
 
     def rebind(self, obj: Any) -> Any:
+        """``obj`` rebuilt to use the namespace (each object once), or ``obj`` if it need not be."""
         key = id(obj)
         if key in self._done:
             return self._done[key]
@@ -161,6 +162,7 @@ class NamespaceGate:
 
     @contextmanager
     def running(self) -> Iterator[None]:
+        """Hold the gate shared while user code runs (waits for a clear in progress)."""
         with self._condition:
             self._condition.wait_for(lambda: not self._clearing)
             self._running += 1
@@ -173,6 +175,7 @@ class NamespaceGate:
 
     @contextmanager
     def clearing(self) -> Iterator[None]:
+        """Hold the gate alone while the namespace is cleared (waits for running code)."""
         with self._condition:
             self._condition.wait_for(lambda: not self._clearing)
             self._clearing = True

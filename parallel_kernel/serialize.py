@@ -106,6 +106,7 @@ class _Pickler(cloudpickle.Pickler):
     """cloudpickle, plus memoryviews, which plain pickle refuses, as out-of-band buffers."""
 
     def reducer_override(self, obj: Any) -> Any:
+        """Pickle a memoryview as a :func:`_rebuild_memoryview` of an out-of-band buffer."""
         if type(obj) is memoryview:
             data = obj if obj.c_contiguous else memoryview(obj.tobytes())
             try:
@@ -134,10 +135,12 @@ class _Blob:
         self.data = data
 
     def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuild as the wrapped type, from an out-of-band buffer."""
         return type(self.data), (pickle.PickleBuffer(self.data),)
 
 
 def _lift(obj: Any) -> Any:
+    """Wrap a large ``bytes``/``bytearray`` in a :class:`_Blob`; anything else as it is."""
     if type(obj) in (bytes, bytearray) and len(obj) >= LARGE_BUFFER:
         return _Blob(obj)
     return obj
@@ -330,6 +333,7 @@ def unpack_result(content: dict[str, Any], buffers: Sequence[Frame]) -> Any:
 
 
 def _check_version(content: Any) -> None:
+    """Raise :class:`DeserializationError` unless ``content`` declares this format's version."""
     if not is_native_apply(content):
         raise DeserializationError(
             f"content does not declare format {FORMAT!r}: {describe(content)}"

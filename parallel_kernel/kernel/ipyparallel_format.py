@@ -20,6 +20,7 @@ from ..serialize import DeserializationError, SerializationError, describe
 
 
 def _serialize() -> Any:
+    """``ipyparallel.serialize``, or a DeserializationError saying how to install it."""
     try:
         from ipyparallel import serialize
     except ImportError:

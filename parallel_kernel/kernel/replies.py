@@ -45,6 +45,7 @@ class ReplyWatch:
         self.sent = False
 
     def send_multipart(self, *args: Any, **kwargs: Any) -> Any:
+        """Send on the stream, noting that a reply went out."""
         self.sent = True
         return self.stream.send_multipart(*args, **kwargs)
 
@@ -92,6 +93,7 @@ class HandlerTable(dict):
         self._unknown = self._guard(unknown, expects_reply=True)
 
     def __missing__(self, msg_type: str) -> Handler:
+        """The error-reply handler, for every type without a handler of its own."""
         return self._unknown
 
     def get(self, msg_type: str, default: Any = None) -> Handler:
@@ -99,6 +101,8 @@ class HandlerTable(dict):
         return self[msg_type]
 
     def _guard(self, handler: Handler, expects_reply: bool) -> Handler:
+        """``handler`` wrapped so that an exception, or no reply at all, sends an error reply."""
+
         async def guarded(stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
             watch = ReplyWatch(stream)
             msg_type = parent["header"]["msg_type"]
