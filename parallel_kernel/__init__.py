@@ -22,10 +22,10 @@ from .errors import (
 _LAZY = {
     "Pool": "pool",
     "Engine": "pool",
-    "TaskFuture": "futures",
-    "as_completed": "futures",
-    "wait": "futures",
-    "Dependency": "scheduler",
+    "TaskFuture": "pool.futures",
+    "as_completed": "pool.futures",
+    "wait": "pool.futures",
+    "Dependency": "pool.scheduler",
     "require": "remote",
 }
 

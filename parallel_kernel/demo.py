@@ -61,7 +61,7 @@ def run_demo(engines: int = 2, kernel_name: str = "parallel", limit: int = 400_0
         print(f"\nCounting primes below {limit:,} in {chunks} tasks, pipelined to the engines:")
         t0 = time.perf_counter()
         futures = [pool.submit(count_primes, i * step, (i + 1) * step) for i in range(chunks)]
-        from .futures import wait
+        from .pool.futures import wait
 
         wait(futures, progress={"desc": "  tasks", "file": sys.stdout, "ascii": True})
         for future in futures:

@@ -15,6 +15,9 @@ APPLY_REQUEST = "apply_request"
 APPLY_REPLY = "apply_reply"
 APPLY_BATCH_REQUEST = "apply_batch_request"
 APPLY_BATCH_REPLY = "apply_batch_reply"
+#: Task channel, engine to pool: the engine starts running these requests (content
+#: ``{"msg_ids": [...]}``), sent when the request's metadata asks for it.
+APPLY_STARTED = "apply_started"
 ABORT_REQUEST = "abort_request"
 CLEAR_REQUEST = "clear_request"
 

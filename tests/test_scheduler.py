@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
-from parallel_kernel.scheduler import Dependency, Job, Scheduler
+from parallel_kernel.pool.scheduler import Dependency, Job, Scheduler
 
 
 class Done(concurrent.futures.Future):

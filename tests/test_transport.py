@@ -12,7 +12,7 @@ import pytest
 from jupyter_core.paths import jupyter_runtime_dir
 
 from parallel_kernel import Pool
-from parallel_kernel.pool import _launch_transport
+from parallel_kernel.pool.launch import launch_transport
 
 
 def _socket_files(connection: dict) -> list[Path]:
@@ -51,7 +51,7 @@ def test_a_runtime_directory_too_deep_for_unix_sockets_falls_back_to_tcp(
 ) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(deep))
-    assert _launch_transport("parallel", "auto") == "tcp"
+    assert launch_transport("parallel", "auto") == "tcp"
     with Pool(1, transport_encryption="disabled") as pool:
         connection = json.loads(Path(pool.engines[0].connection_file).read_text())
         assert connection["transport"] == "tcp"
@@ -92,7 +92,7 @@ def test_a_kernelspec_with_another_provisioner_gets_tcp(
         )
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
-    assert _launch_transport("parallel", "auto") == "ipc"
+    assert launch_transport("parallel", "auto") == "ipc"
     with Pool(1, kernel_name="elsewhere", transport_encryption="disabled") as pool:
         connection = json.loads(Path(pool.engines[0].connection_file).read_text())
         assert connection["transport"] == "tcp"

@@ -21,8 +21,8 @@ from typing import Any
 from joblib import register_parallel_backend
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
 
-from ..futures import TaskFuture
 from ..pool import Pool
+from ..pool.futures import TaskFuture
 
 NAME = "parallel_kernel"
 
@@ -64,7 +64,7 @@ class PoolBackend(AutoBatchingMixin, ParallelBackendBase):
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         if self._pool is not None:
-            for future in list(self._pool._futures):
+            for future in self._pool.futures():
                 future.cancel()
         if not ensure_ready:
             self.terminate()

@@ -11,9 +11,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Generator, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from . import output
+
+
+class Handle(Protocol):
+    """What a future may ask of the pool about its task."""
+
+    def cancel(self) -> bool: ...
+
+    def interrupt(self) -> bool: ...
 
 
 class TaskFuture(concurrent.futures.Future):
@@ -32,13 +40,13 @@ class TaskFuture(concurrent.futures.Future):
 
     ``cancel()`` cancels a task that has not been sent; for a task already
     queued at an engine it asks the engine to abort it, and succeeds if the
-    engine had not started it (so it will never run).
+    engine had not started it (so it will never run).  ``running()`` is true
+    once the engine has said it started the task.
     """
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, handle: Handle | None = None) -> None:
         super().__init__()
-        self._pool = pool
-        self._task: Any = None  # the pool's record of the request behind this future
+        self._handle = handle
         self.engine_id: int | None = None
         self.msg_id: str | None = None
         self.stdout = ""
@@ -47,20 +55,54 @@ class TaskFuture(concurrent.futures.Future):
         self.metadata: dict[str, Any] = {}
 
     def cancel(self) -> bool:
+        """Cancel the task unless it has started; return whether it is cancelled."""
         if self.done():
             return self.cancelled()
-        if not self._pool._cancel(self):
+        if self.running():
             return False
-        if not super().cancel():
+        handle = self._handle
+        if handle is None or not handle.cancel():
             return False
-        # what an Executor does when its worker picks the item up: wakes
-        # concurrent.futures.wait() and as_completed(), which wait for this step
-        self.set_running_or_notify_cancel()
+        with self._condition:
+            if not super().cancel():
+                return False
+            # what an Executor does when its worker picks the item up: wakes
+            # concurrent.futures.wait() and as_completed(), which wait for this step
+            self.set_running_or_notify_cancel()
         return True
 
     def interrupt(self) -> bool:
         """Interrupt the task if it is running now; return whether an interrupt was sent."""
-        return self._pool._interrupt_task(self)
+        handle = self._handle
+        return handle is not None and handle.interrupt()
+
+    # -- for the pool (its loop thread)
+
+    def _notify_running(self) -> None:
+        """The engine started the task: ``running()`` becomes true."""
+        with self._condition:
+            if not self.done() and not self.running():
+                self.set_running_or_notify_cancel()
+
+    def _resolve(self, result: Any, error: BaseException | None) -> None:
+        """Set the outcome, unless the future is done already (cancelled)."""
+        with self._condition:
+            if self.done():
+                return
+            if not self.running() and not self.set_running_or_notify_cancel():
+                return
+        # running now, so cancel() cannot succeed any more; done callbacks run unlocked
+        if error is not None:
+            self.set_exception(error)
+        else:
+            self.set_result(result)
+
+    def _release(self) -> None:
+        """Forget the task (the pool is done with it), so neither keeps the other alive."""
+        handle = self._handle
+        if handle is not None:
+            handle.task = None
+            self._handle = None
 
     def display_outputs(self) -> None:
         """Show the task's stdout, stderr and rich outputs here, as output of the caller.

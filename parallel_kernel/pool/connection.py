@@ -1,21 +1,20 @@
-"""One engine's connection: sends requests, routes replies and output by msg_id.
+"""One engine's connection: its sockets, read and written on the pool's loop thread.
 
-An :class:`EngineClient` lives on the pool's event-loop thread.  It opens the
-engine's shell, control, IOPub and heartbeat sockets with jupyter_client's
-kernel client (so CurveZMQ keys and message signing come from the
-connection info) and drives them with pyzmq's ``ZMQStream`` on that loop:
-one reader and writer per socket, messages received with ``copy=False`` so
-result buffers arrive as views of the ZMQ frames.  (``ZMQStream`` owns each
-socket's sends and receives together, which avoids the lost wake-ups of
-edge-triggered ZMQ file descriptors that mixing direct sends with pending
-receives can cause.)
+An :class:`EngineConnection` opens the engine's shell, control and IOPub
+sockets with jupyter_client's kernel client (so CurveZMQ keys and message
+signing come from the connection info) and drives them with pyzmq's
+``ZMQStream`` on that loop: one reader and writer per socket, messages
+received with ``copy=False`` so result buffers arrive as views of the ZMQ
+frames.  (``ZMQStream`` owns each socket's sends and receives together,
+which avoids the lost wake-ups of edge-triggered ZMQ file descriptors that
+mixing direct sends with pending receives can cause.)
 
 Engines that advertise a task channel (``kernel_info_reply["parallel"]["task_port"]``)
-get a fourth stream, ``task``, a DEALER on that port: apply requests go there,
-past the kernel's shell machinery (see :mod:`parallel_kernel.taskchannel`).
+get a fourth socket, ``task``, a DEALER on that port: apply requests go there,
+past the kernel's shell machinery (see :mod:`parallel_kernel.kernel.taskchannel`).
 
-Everything a message means for a task is passed to the ``Listener`` (the
-pool); this module only moves messages.
+Everything a message means for a task is passed to the :class:`Listener`;
+this module only moves messages.
 """
 
 from __future__ import annotations
@@ -25,23 +24,23 @@ from typing import Any, Protocol
 
 import zmq
 from jupyter_client import BlockingKernelClient
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import IOLoop
 from zmq.eventloop.zmqstream import ZMQStream
 
-from . import wire
-
-HEARTBEAT_INTERVAL = 1.0
-HEARTBEAT_MISSES = 3
+from .. import protocol, wire
+from .heartbeat import Heartbeat
 
 
 class Listener(Protocol):
-    """What an engine client reports to its owner."""
+    """What a connection reports to the pool, naming the engine record it belongs to."""
 
-    def on_reply(self, engine: EngineClient, channel: str, msg: dict[str, Any]) -> None: ...
+    def on_reply(self, engine: Any, channel: str, msg: dict[str, Any]) -> None: ...
 
-    def on_iopub(self, engine: EngineClient, msg: dict[str, Any]) -> None: ...
+    def on_iopub(self, engine: Any, msg: dict[str, Any]) -> None: ...
 
-    def on_heartbeat_lost(self, engine: EngineClient) -> None: ...
+    def on_started(self, engine: Any, msg_ids: list[str]) -> None: ...
+
+    def on_heartbeat_lost(self, engine: Any) -> None: ...
 
 
 def kernel_client(connection_file: str) -> BlockingKernelClient:
@@ -51,19 +50,20 @@ def kernel_client(connection_file: str) -> BlockingKernelClient:
     return client
 
 
-class EngineClient:
+class EngineConnection:
     """The sockets of one engine, read and written on the pool's loop."""
 
-    def __init__(self, client: BlockingKernelClient, listener: Listener, heartbeat: bool) -> None:
+    def __init__(
+        self, client: BlockingKernelClient, listener: Listener, owner: Any, heartbeat: bool
+    ) -> None:
         self.kernel_client = client
         self.session = client.session
         self.listener = listener
-        self._heartbeat = heartbeat
+        #: The engine record this connection reports for.
+        self.owner = owner
+        self._heartbeat_wanted = heartbeat
+        self._heartbeat: Heartbeat | None = None
         self._streams: dict[str, ZMQStream] = {}
-        self._hb: ZMQStream | None = None
-        self._hb_timer: Any = None
-        self._hb_answered = True
-        self._hb_misses = 0
         self._task: zmq.Socket[Any] | None = None
         self._codec = wire.Codec(self.session)
         self._task_read_scheduled = False
@@ -81,11 +81,14 @@ class EngineClient:
             stream = ZMQStream(connect(), loop)
             stream.on_recv(lambda frames, channel=channel: self._received(channel, frames), False)
             self._streams[channel] = stream
-        if self._heartbeat:
-            self._start_heartbeat(loop)
+        if self._heartbeat_wanted:
+            self._heartbeat = Heartbeat(
+                client.connect_hb, lambda: self.listener.on_heartbeat_lost(self.owner)
+            )
+            self._heartbeat.start(loop)
 
     def connect_task(self, port: int) -> None:
-        """Open the ``task`` stream to the engine's task channel on ``port``."""
+        """Open the ``task`` socket to the engine's task channel on ``port``."""
         client = self.kernel_client
         socket = client.context.socket(zmq.DEALER)
         socket.linger = 1000
@@ -93,16 +96,14 @@ class EngineClient:
             socket.curve_secretkey = client.curve_secretkey
             socket.curve_publickey = client.curve_publickey
             socket.curve_serverkey = client.curve_publickey
-        if client.transport == "tcp":
-            socket.connect(f"tcp://{client.ip}:{port}")
-        else:
-            socket.connect(f"{client.transport}://{client.ip}-{port}")
+        socket.connect(protocol.socket_url(client.transport, client.ip, port))
         self._task = socket
         self._loop = IOLoop.current().asyncio_loop
         self._loop.add_reader(socket.getsockopt(zmq.FD), self._read_task)
 
     @property
     def has_task_channel(self) -> bool:
+        """Whether apply requests can go to the engine's task channel."""
         return self._task is not None
 
     # The task socket is read and written directly, without ZMQStream's send
@@ -111,6 +112,7 @@ class EngineClient:
     # checks the events and schedules a read when a message is waiting.
 
     def _read_task(self) -> None:
+        """Read every message waiting on the task socket and hand it to the listener."""
         self._task_read_scheduled = False
         socket = self._task
         while socket is not None and wire.readable(socket):
@@ -121,48 +123,49 @@ class EngineClient:
                 self.session.log.warning("Dropped an undecodable task reply: %s", exc)
             else:
                 try:
-                    if msg["msg_type"] == "apply_batch_reply":
+                    msg_type = msg["msg_type"]
+                    if msg_type == protocol.APPLY_BATCH_REPLY:
                         self._unbatch(msg)
+                    elif msg_type == protocol.APPLY_STARTED:
+                        self.listener.on_started(self.owner, msg["content"].get("msg_ids", []))
                     else:
-                        self.listener.on_reply(self, "task", msg)
+                        self.listener.on_reply(self.owner, "task", msg)
                 except Exception:
                     self.session.log.exception("Error handling a task reply")
             socket = self._task
 
     def _unbatch(self, msg: dict[str, Any]) -> None:
         """Hand each reply of an ``apply_batch_reply`` to the listener as an ``apply_reply``."""
-        replies = msg["content"].get("replies")
-        if not isinstance(replies, list):
+        try:
+            entries = protocol.unpack_batch(msg["content"], msg["buffers"], "replies")
+        except protocol.BatchError:
             self.session.log.error("A batch of tasks was refused: %s", msg["content"])
             return
-        buffers = msg["buffers"]
-        start = 0
-        for reply in replies:
-            end = start + reply["buffers"]
+        for entry in entries:
             self.listener.on_reply(
-                self,
+                self.owner,
                 "task",
                 {
                     "header": msg["header"],
                     "msg_id": msg["msg_id"],
-                    "msg_type": "apply_reply",
-                    "parent_header": {"msg_id": reply["msg_id"]},
-                    "metadata": reply["metadata"],
-                    "content": reply["content"],
-                    "buffers": buffers[start:end],
+                    "msg_type": protocol.APPLY_REPLY,
+                    "parent_header": {"msg_id": entry.msg_id},
+                    "metadata": entry.metadata,
+                    "content": entry.content,
+                    "buffers": entry.buffers,
                 },
             )
-            start = end
 
-    def send_batch(self, tasks: list[tuple[dict[str, Any], list[Any]]]) -> list[str]:
+    def send_batch(
+        self, tasks: list[tuple[dict[str, Any], list[Any]]], metadata: dict[str, Any] | None
+    ) -> list[str]:
         """Send several ``apply_request`` contents and buffers in one message; return their ids."""
         msg_ids = [os.urandom(16).hex() for _ in tasks]
-        entries = []
-        buffers: list[Any] = []
-        for msg_id, (content, task_buffers) in zip(msg_ids, tasks, strict=True):
-            entries.append({"msg_id": msg_id, "content": content, "buffers": len(task_buffers)})
-            buffers.extend(task_buffers)
-        self._send_task("apply_batch_request", {"tasks": entries}, buffers, None)
+        content, buffers = protocol.pack_batch(
+            [protocol.BatchEntry(i, c, {}, b) for i, (c, b) in zip(msg_ids, tasks, strict=True)],
+            "tasks",
+        )
+        self._send_task(protocol.APPLY_BATCH_REQUEST, content, buffers, metadata)
         return msg_ids
 
     def _send_task(
@@ -186,14 +189,13 @@ class EngineClient:
 
     def close(self) -> None:
         """Stop reading and close the sockets; unsent requests are dropped."""
-        if self._hb_timer is not None:
-            self._hb_timer.stop()
-            self._hb_timer = None
-        for stream in [*self._streams.values(), self._hb]:
-            if stream is not None and not stream.closed():
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+        for stream in self._streams.values():
+            if not stream.closed():
                 stream.close(linger=0)
         self._streams = {}
-        self._hb = None
         if self._task is not None:
             self._loop.remove_reader(self._task.getsockopt(zmq.FD))
             self._task.close(linger=0)
@@ -227,39 +229,8 @@ class EngineClient:
             return
         try:
             if channel == "iopub":
-                self.listener.on_iopub(self, msg)
+                self.listener.on_iopub(self.owner, msg)
             else:
-                self.listener.on_reply(self, channel, msg)
+                self.listener.on_reply(self.owner, channel, msg)
         except Exception:
             session.log.exception("Error handling a %s message", channel)
-
-    # -- heartbeat: a ping every interval; too many unanswered ones in a row is a loss
-
-    def _start_heartbeat(self, loop: IOLoop) -> None:
-        self._connect_hb(loop)
-        self._hb_timer = PeriodicCallback(self._beat, HEARTBEAT_INTERVAL * 1000)
-        self._hb_timer.start()
-
-    def _connect_hb(self, loop: IOLoop) -> None:
-        self._hb = ZMQStream(self.kernel_client.connect_hb(), loop)
-        self._hb.on_recv(self._pong)
-        self._hb_answered = True
-
-    def _pong(self, frames: list[Any]) -> None:
-        self._hb_answered = True
-        self._hb_misses = 0
-
-    def _beat(self) -> None:
-        if self._hb is None:
-            return
-        if not self._hb_answered:
-            self._hb_misses += 1
-            # a REQ socket cannot send again before its reply: start a new one
-            self._hb.close(linger=0)
-            self._connect_hb(IOLoop.current())
-            if self._hb_misses >= HEARTBEAT_MISSES:
-                self._hb_misses = 0
-                self.listener.on_heartbeat_lost(self)
-                return
-        self._hb_answered = False
-        self._hb.send(b"ping")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DependencyError
+from ..errors import DependencyError, EngineDied, ParallelError
 
 
 @dataclass(eq=False)
@@ -106,6 +106,8 @@ class Scheduler:
     def __init__(self) -> None:
         self.engines: dict[int, EngineSlot] = {}
         self.queue: deque[Job] = deque()
+        #: Engines that will never take a task again (dead for good, or stopped).
+        self.retired: set[int] = set()
         self._clock = itertools.count(1)
 
     def add_engine(self, engine_id: int, hwm: int) -> None:
@@ -121,12 +123,20 @@ class Scheduler:
         if slot.outstanding < 1e-9:
             slot.outstanding = 0.0
 
+    def retire(self, engine_id: int) -> None:
+        """The engine will never take a task again: jobs only it could run can never run."""
+        self.retired.add(engine_id)
+        self.engines[engine_id].available = False
+
     def forget_outstanding(self, engine_id: int) -> None:
         """The engine died: none of its tasks are outstanding any more."""
         self.engines[engine_id].outstanding = 0.0
 
-    def eligible(self, job: Job) -> set[int]:
-        """Engines that may ever run ``job`` (ignoring load), given targets and blacklist."""
+    def eligible(self, job: Job, *, retired: bool = False) -> set[int]:
+        """Engines that may ever run ``job`` (ignoring load), given targets and blacklist.
+
+        With ``retired=True``, also the engines that are gone for good.
+        """
         candidates = set(self.engines)
         if job.target is not None:
             candidates &= {job.target}
@@ -135,7 +145,8 @@ class Scheduler:
             if job.follow.all and len(places) > 1:
                 return set()
             candidates &= places
-        return candidates - job.blacklist
+        candidates -= job.blacklist
+        return candidates if retired else candidates - self.retired
 
     def check(self, job: Job) -> str | None:
         """Why ``job`` can never run, or ``None``."""
@@ -144,8 +155,12 @@ class Scheduler:
                 return f"its {name} dependency can no longer be met"
         if job.target is not None and job.target not in self.engines:
             return f"there is no engine {job.target}"
+        if job.target is not None and job.target in self.retired:
+            return f"its engine {job.target} is dead"
         ready = all(d is None or d.state() == "met" for d in (job.after, job.follow))
         if ready and not self.eligible(job):
+            if self.eligible(job, retired=True):
+                return "every engine that could run it is dead"
             if job.follow is not None and job.follow.all:
                 places = {f.engine_id for f in job.follow.futures}
                 if len(places) > 1:
@@ -195,5 +210,10 @@ class Scheduler:
                 best = slot
         return None if best is None else best.engine_id
 
-    def reason(self, job: Job) -> DependencyError:
-        return DependencyError(f"the task cannot run: {self.check(job)}")
+    def reason(self, job: Job) -> ParallelError:
+        """The error of a job that can never run (``EngineDied`` when its engine is gone)."""
+        why = self.check(job)
+        places = self.eligible(job, retired=True)
+        if places and places <= self.retired:
+            return EngineDied(f"the task cannot run: {why}")
+        return DependencyError(f"the task cannot run: {why}")

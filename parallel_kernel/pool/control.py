@@ -1,0 +1,202 @@
+"""Stopping tasks: cancel, interrupt and run-time timeouts.
+
+A task still in the pool's queue is cancelled there.  One already sent is
+aborted at its engine (``abort_request`` on control), which answers whether
+the engine had not started it yet: only then is the cancel a success, so a
+cancelled task never runs.  A running task is interrupted (SIGINT for
+engines the pool started, ``interrupt_request`` otherwise).  A task that
+runs past its ``timeout`` is interrupted, and failed with ``TaskTimeout``
+if it has not stopped :data:`INTERRUPT_GRACE` seconds later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import TYPE_CHECKING
+
+from .. import protocol
+from ..errors import EngineDied, TaskTimeout
+from .tasks import Attempt, Task, TaskState
+
+if TYPE_CHECKING:
+    from .core import PoolCore
+    from .engine_state import EngineRecord
+
+#: Seconds to wait for a control reply (abort, clear, interrupt).
+CONTROL_TIMEOUT = 30.0
+#: Seconds a timed-out task gets to stop after its interrupt before it is failed anyway.
+INTERRUPT_GRACE = 5.0
+
+
+class TaskHandle:
+    """What a future may ask of its task: cancel it or interrupt it (from any thread)."""
+
+    __slots__ = ("control", "task")
+
+    def __init__(self, control: Control, task: Task) -> None:
+        self.control = control
+        self.task: Task | None = task
+
+    def cancel(self) -> bool:
+        """Cancel the task if it has not started; return whether it was."""
+        task = self.task
+        return task is not None and self.control.cancel(task)
+
+    def interrupt(self) -> bool:
+        """Interrupt the task if it is running now; return whether an interrupt was sent."""
+        task = self.task
+        return task is not None and self.control.interrupt(task)
+
+
+class Control:
+    """Cancel, interrupt and timeouts of one pool's tasks."""
+
+    def __init__(self, core: PoolCore) -> None:
+        self.core = core
+
+    # -- cancel
+
+    def cancel(self, task: Task) -> bool:
+        """Cancel ``task``: locally if it is queued, else by aborting it at its engine."""
+        bridge = self.core.bridge
+        if bridge.on_loop:
+            return self._cancel_queued(task)
+        try:
+            return bridge.run(self._cancel(task), timeout=CONTROL_TIMEOUT + 5)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            return False
+
+    def _cancel_queued(self, task: Task) -> bool:
+        """Take a task out of the pool's queue; True if it was there (or not queued yet)."""
+        queue = self.core.scheduler.queue
+        if task.job in queue:
+            queue.remove(task.job)
+            self._cancelled(task)
+            return True
+        if task.state is TaskState.PENDING:  # still in the inbox
+            self._cancelled(task)
+            return True
+        return False
+
+    def _cancelled(self, task: Task) -> None:
+        task.finish()
+        self.core.dispatch.release(task)
+
+    async def _cancel(self, task: Task) -> bool:
+        if self._cancel_queued(task):
+            return True
+        attempt = task.attempt
+        if attempt is None or task.state is not TaskState.SENT:
+            return False
+        engine = self.core.records[attempt.engine_id]
+        if engine.connection is None or attempt.msg_id not in engine.inflight:
+            return False
+        attempt.abort = "cancel"
+        if await self._abort(engine, attempt):
+            self._cancelled(task)
+            return True
+        attempt.abort = None
+        attempt.started = True
+        if attempt.reply is not None:
+            self.core.dispatch.finish(attempt)
+        return False
+
+    async def _abort(self, engine: EngineRecord, attempt: Attempt) -> bool:
+        """Ask the engine to abort ``attempt``; True if it had not started it (it never will)."""
+        try:
+            waiter = self.core.requests.send(
+                engine, "control", protocol.ABORT_REQUEST, {"msg_ids": [attempt.msg_id]}
+            )
+            reply = await asyncio.wait_for(waiter, CONTROL_TIMEOUT)
+        except (TimeoutError, EngineDied, ConnectionError):
+            return False
+        return attempt.msg_id in reply["content"].get("pending", [])
+
+    # -- interrupt
+
+    def interrupt(self, task: Task) -> bool:
+        """Interrupt ``task`` if it is running now (from a user thread)."""
+        return self.core.bridge.run(self._interrupt(task), timeout=CONTROL_TIMEOUT + 5)
+
+    async def _interrupt(self, task: Task) -> bool:
+        attempt = task.attempt
+        if attempt is None or task.state not in (TaskState.SENT, TaskState.RUNNING):
+            return False
+        engine = self.core.records[attempt.engine_id]
+        if not self._at_head(engine, attempt):
+            return False
+        if attempt.batched and len(engine.inflight) > 1:
+            # its reply may be waiting for the rest of its batch while the next task runs
+            return False
+        if attempt.channel == "task" and not attempt.started:
+            # the task channel may still be carrying it, and a SIGINT that reaches an
+            # engine between tasks is ignored: an abort settles whether it started
+            attempt.abort = "interrupt"
+            if await self._abort(engine, attempt):
+                return True
+            attempt.abort = None
+        if attempt.reply is not None or not attempt.current:
+            return False
+        await self.interrupt_engine(engine)
+        return True
+
+    @staticmethod
+    def _at_head(engine: EngineRecord, attempt: Attempt) -> bool:
+        """Whether ``attempt`` is what its engine runs (or runs next) of the pool's requests."""
+        if attempt.msg_id not in engine.inflight:
+            return False
+        if attempt.channel == "shell":
+            return attempt.started
+        head = next((a for a in engine.inflight.values() if a.channel == "task"), None)
+        return head is attempt
+
+    async def interrupt_engine(self, engine: EngineRecord) -> None:
+        """Interrupt whatever runs on ``engine``."""
+        if engine.manager is not None:
+            await engine.manager.interrupt_kernel()
+        elif engine.connection is not None:
+            waiter = self.core.requests.send(engine, "control", "interrupt_request", {})
+            await asyncio.wait_for(waiter, CONTROL_TIMEOUT)
+
+    # -- timeouts
+
+    def started(self, attempt: Attempt) -> None:
+        """An attempt started: time it, if its task has a timeout."""
+        timeout = attempt.task.timeout
+        if timeout is not None and attempt.timer is None:
+            attempt.timer = self.core.bridge.loop.call_later(timeout, self._timed_out, attempt)
+
+    def _timed_out(self, attempt: Attempt) -> None:
+        attempt.timer = None
+        if not attempt.current or attempt.reply is not None:
+            return
+        engine = self.core.records[attempt.engine_id]
+        if attempt.msg_id not in engine.inflight:
+            return
+        attempt.timed_out = True
+        self.core.bridge.spawn(self.interrupt_engine(engine))
+        self.core.bridge.loop.call_later(INTERRUPT_GRACE, self._give_up, attempt)
+
+    def _give_up(self, attempt: Attempt) -> None:
+        """The engine ignored the interrupt: fail the future; the engine's reply is dropped."""
+        if attempt.current and attempt.reply is None:
+            task = attempt.task
+            self.core.dispatch.resolve(
+                task,
+                error=TaskTimeout(
+                    f"the task ran longer than its timeout of {task.timeout:g} s and did not "
+                    f"stop within {INTERRUPT_GRACE:g} s of its interrupt; engine "
+                    f"{attempt.engine_id} is still running it"
+                ),
+            )
+
+    def interrupt_all(self, engine_id: int | None) -> None:
+        """Interrupt whatever runs on one engine, or on all of them (from a user thread)."""
+        records = self.core.records
+        targets = [records[engine_id]] if engine_id is not None else list(records.values())
+
+        async def interrupt() -> None:
+            await asyncio.gather(*(self.interrupt_engine(e) for e in targets if e.connection))
+
+        self.core.bridge.run(interrupt(), timeout=CONTROL_TIMEOUT + 5)

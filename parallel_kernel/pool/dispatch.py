@@ -1,0 +1,385 @@
+"""Dispatch: tasks from the queue to engines, and replies and output back to futures.
+
+Submitted tasks wait in an inbox that the loop thread empties in one go (a
+burst of submits costs one wake-up), then in the scheduler's queue.  Tasks
+sent to one engine's task channel together go out as one
+``apply_batch_request``.  Replies are matched to their :class:`Attempt` by
+msg_id; a task's future is resolved once its reply and all its output are
+in (or once :data:`OUTPUT_GRACE` has passed since the reply).  Whatever goes
+wrong with an attempt goes through :func:`tasks.decide`, the one retry rule.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .. import protocol, serialize
+from ..errors import EngineDied, RemoteError, TaskAborted, TaskInterrupted, TaskTimeout
+from . import output
+from .costs import Costs
+from .tasks import Attempt, Setback, Task, TaskState, decide
+
+if TYPE_CHECKING:
+    from .core import PoolCore
+    from .engine_state import EngineRecord
+
+#: Seconds a finished task waits for the rest of its output (IOPub ``idle``).
+OUTPUT_GRACE = 2.0
+
+log = logging.getLogger(__name__)
+
+#: What a resolved task keeps of its reply: that there was one.
+_ANSWERED: dict[str, Any] = {"content": {}, "metadata": {}, "buffers": []}
+
+
+class Dispatcher:
+    """Moves tasks between the pool's queue, the engines and the futures (loop thread only)."""
+
+    def __init__(self, core: PoolCore) -> None:
+        self.core = core
+        self.scheduler = core.scheduler
+        self.costs = Costs()
+        #: Attempts awaiting their reply or output, by msg_id.
+        self.attempts: dict[str, Attempt] = {}
+        #: Tasks submitted from other threads, waiting for the loop to take them.
+        self._inbox: collections.deque[Task] = collections.deque()
+        self._inbox_wakeup = False
+        self._schedule_pending = False
+
+    # -- intake
+
+    def submit(self, task: Task) -> None:
+        """Hand a new task to the loop (from any thread)."""
+        self._inbox.append(task)
+        if not self._inbox_wakeup:
+            self._inbox_wakeup = True
+            self.core.bridge.call_soon(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        """Queue every task submitted since the last wake-up, then schedule once."""
+        self._inbox_wakeup = False
+        inbox = self._inbox
+        while inbox:
+            self._enqueue(inbox.popleft())
+        self.fail_if_no_engines()
+        self.schedule()
+
+    def _enqueue(self, task: Task) -> None:
+        if task.state is TaskState.DONE or task.future.done():
+            self.release(task)
+            return
+        task.job.task = task
+        # a task with a timeout is timed from its own busy status, which only the
+        # shell channel publishes: it goes there, alone
+        task.job.cost = 1.0 if task.timeout is not None else self.costs.cost(task.kind)
+        self.scheduler.queue.append(task.job)
+
+    def queued_tasks(self) -> Iterator[Task]:
+        """The tasks waiting in the pool's queue (not sent anywhere)."""
+        for job in self.scheduler.queue:
+            if job.task is not None:
+                yield job.task
+
+    # -- sending
+
+    def schedule_soon(self) -> None:
+        """Schedule once this loop iteration's replies are all in (they may free many slots)."""
+        if not self._schedule_pending and self.scheduler.queue:
+            self._schedule_pending = True
+            self.core.bridge.loop.call_soon(self._scheduled)
+
+    def _scheduled(self) -> None:
+        self._schedule_pending = False
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Send every queued task that an engine can take now."""
+        batches: dict[int, list[Task]] = {}
+        records = self.core.records
+        for job, engine_id in self.scheduler.assignments():
+            task: Task | None = job.task
+            if task is None or task.state is TaskState.DONE:  # resolved while queued
+                if engine_id >= 0:
+                    self.scheduler.finished(engine_id, job.cost)
+                if task is not None:
+                    self.release(task)
+                continue
+            if engine_id < 0:
+                self.resolve(task, error=self.scheduler.reason(job))
+                continue
+            engine = records[engine_id]
+            connection = engine.connection
+            if connection is None:
+                self._unsent(engine, [task], ConnectionError("its sockets are closed"))
+                continue
+            if (
+                task.msg_type == protocol.APPLY_REQUEST
+                and task.timeout is None
+                and connection.has_task_channel
+            ):
+                if job.cost < 1.0:
+                    batches.setdefault(engine_id, []).append(task)
+                    continue
+                channel = "task"
+            else:
+                channel = "shell"
+            metadata = engine.start_metadata if channel == "task" else None
+            try:
+                msg_id = connection.send(
+                    channel, task.msg_type, task.content, task.buffers, metadata
+                )
+            except Exception as exc:
+                self._unsent(engine, [task], exc)
+                continue
+            self._sent(engine, task, channel, msg_id)
+        for engine_id, tasks in batches.items():
+            self._send_batch(records[engine_id], tasks)
+
+    def _send_batch(self, engine: EngineRecord, tasks: list[Task]) -> None:
+        """Send tasks of one engine's task channel together, as one message if several."""
+        connection = engine.connection
+        try:
+            if len(tasks) == 1:
+                [task] = tasks
+                msg_ids = [
+                    connection.send(
+                        "task", task.msg_type, task.content, task.buffers, engine.start_metadata
+                    )
+                ]
+            else:
+                msg_ids = connection.send_batch(
+                    [(t.content, t.buffers) for t in tasks], engine.start_metadata
+                )
+        except Exception as exc:
+            self._unsent(engine, tasks, exc)
+            return
+        batch = msg_ids[0] if len(msg_ids) > 1 else None
+        for task, msg_id in zip(tasks, msg_ids, strict=True):
+            self._sent(engine, task, "task", msg_id).batch = batch
+
+    def _sent(self, engine: EngineRecord, task: Task, channel: str, msg_id: str) -> Attempt:
+        attempt = task.send(engine.id, channel, msg_id)
+        self.attempts[msg_id] = attempt
+        engine.inflight[msg_id] = attempt
+        engine.busy()
+        return attempt
+
+    def _unsent(self, engine: EngineRecord, tasks: list[Task], exc: Exception) -> None:
+        """A send failed: nothing reached the engine, so the tasks go elsewhere, free."""
+        log.warning("Engine %d is unreachable: %s", engine.id, exc)
+        for task in tasks:
+            self.scheduler.finished(engine.id, task.job.cost)
+            self._apply(
+                task,
+                Setback.NEVER_STARTED,
+                engine.id,
+                EngineDied(f"engine {engine.id} is unreachable: {exc}"),
+            )
+
+    # -- what engines report
+
+    def on_reply(self, engine: EngineRecord, channel: str, msg: dict[str, Any]) -> None:
+        """A reply on shell, control or task: a request's, or an attempt's."""
+        if self.core.requests.answer(msg):
+            return
+        msg_id = msg["parent_header"].get("msg_id")
+        attempt = self.attempts.get(msg_id)
+        if attempt is None or attempt.reply is not None:
+            return
+        engine.inflight.pop(msg_id, None)
+        # the task's idle status may have come first (IOPub and shell are not ordered)
+        engine.idle()
+        self.scheduler.finished(engine.id, attempt.task.job.cost)
+        if not attempt.task.answer(attempt, msg):
+            self.attempts.pop(msg_id, None)
+            self.schedule_soon()
+            return
+        metadata = msg.get("metadata", {})
+        if channel == "task":
+            if metadata.get("outputs") == 0:
+                attempt.output_done = True
+            self.costs.learn(attempt.task.kind, metadata.get("runtime"))
+        if attempt.output_done or msg["content"].get("status") == "aborted":
+            self.finish(attempt)
+        else:
+            self.core.bridge.loop.call_later(OUTPUT_GRACE, self.finish, attempt)
+        self.schedule_soon()
+
+    def on_started(self, engine: EngineRecord, msg_ids: list[str]) -> None:
+        """The engine says it starts these requests (task channel)."""
+        for msg_id in msg_ids:
+            attempt = self.attempts.get(msg_id)
+            if attempt is not None:
+                attempt.task.start(attempt)
+
+    def on_iopub(self, engine: EngineRecord, msg: dict[str, Any]) -> None:
+        """Status and output of the engine's requests."""
+        engine.iopub_seen.set()
+        attempt = self.attempts.get(msg["parent_header"].get("msg_id"))
+        msg_type = msg["msg_type"]
+        content = msg["content"]
+        if msg_type == "status":
+            if attempt is None:
+                return
+            state = content.get("execution_state")
+            if state == "busy" and attempt.reply is None and attempt.abort is None:
+                # (a request being aborted is answered after a busy status too)
+                attempt.task.start(attempt)
+                self.core.control.started(attempt)
+            elif state == "idle":
+                attempt.output_done = True
+                self.finish(attempt)
+            return
+        if attempt is None or not attempt.current:
+            return
+        future = attempt.task.future
+        forward = self.core.options.forward_output
+        if msg_type == "stream":
+            text = content.get("text", "")
+            name = content.get("name") or "stdout"
+            if name == "stderr":
+                future.stderr += text
+            else:
+                future.stdout += text
+            if forward:
+                self.core.output.stream(engine.id, name, text, attempt.task.origin)
+        elif msg_type in output.RICH_TYPES:
+            future.outputs.append(content)
+            if forward:
+                self.core.output.rich(engine.id, msg_type, content, attempt.task.origin)
+
+    # -- outcomes
+
+    def finish(self, attempt: Attempt) -> None:
+        """Turn an answered attempt's reply into its future's outcome (once)."""
+        task = attempt.task
+        if not attempt.current or task.state is not TaskState.ANSWERED:
+            return
+        if self.attempts.pop(attempt.msg_id, None) is None:
+            return
+        msg = attempt.reply
+        content = msg["content"]
+        metadata = msg.get("metadata", {})
+        task.future.metadata = metadata
+        status = content.get("status")
+        if status == "ok":
+            try:
+                value = (
+                    serialize.unpack_result(content, msg["buffers"])
+                    if task.msg_type == protocol.APPLY_REQUEST
+                    else None
+                )
+            except serialize.DeserializationError as exc:
+                self.resolve(task, error=exc)
+            else:
+                self.resolve(task, result=value)
+        elif status == "aborted":
+            if attempt.abort == "interrupt":
+                error = TaskInterrupted(
+                    "KeyboardInterrupt",
+                    "interrupted before it started",
+                    [],
+                    engine_id=attempt.engine_id,
+                )
+                self.resolve(task, error=error)
+            elif attempt.abort != "cancel":
+                self.resolve(task, error=TaskAborted("the engine aborted this task"))
+        elif metadata.get("dependencies_met") is False:
+            self._apply(task, Setback.UNMET_DEPENDENCY, attempt.engine_id, None)
+        else:
+            error = self._remote_error(attempt, content, msg["buffers"])
+            self._apply(task, Setback.TASK_ERROR, attempt.engine_id, error)
+
+    def _apply(
+        self, task: Task, setback: Setback, engine_id: int | None, error: BaseException | None
+    ) -> None:
+        """Do what the retry policy decides after ``setback``: retry, or fail with ``error``."""
+        decision = decide(task, setback, engine_id)
+        if not decision.retry:
+            if error is not None:
+                self.resolve(task, error=error)
+            return
+        if decision.consumes:
+            task.retries -= 1
+        job = task.job
+        avoid = decision.avoid
+        if avoid is not None and (decision.ban or self.scheduler.eligible(job) - {avoid}):
+            job.blacklist.add(avoid)
+        if task.attempt is not None:
+            self.attempts.pop(task.attempt.msg_id, None)
+        if task.state is not TaskState.PENDING:
+            task.retry()
+        self._enqueue(task)
+        self.fail_if_no_engines()
+        self.schedule()
+
+    def lost(self, engine: EngineRecord, attempts: list[Attempt], why: str) -> None:
+        """An engine died with these attempts in flight: finish, retry or fail each."""
+        for attempt in attempts:
+            if attempt.reply is not None:
+                self.finish(attempt)
+            elif attempt.current:
+                setback = Setback.ENGINE_LOST if attempt.started else Setback.NEVER_STARTED
+                error = EngineDied(f"engine {engine.id} died ({why})")
+                self._apply(attempt.task, setback, engine.id, error)
+
+    @staticmethod
+    def _remote_error(
+        attempt: Attempt, content: dict[str, Any], buffers: list[Any]
+    ) -> BaseException:
+        """The exception a failed reply stands for."""
+        task = attempt.task
+        ename = content.get("ename", "Error")
+        if attempt.timed_out and ename == "KeyboardInterrupt":
+            return TaskTimeout(f"the task ran longer than its timeout of {task.timeout:g} s")
+        original = None
+        if buffers and serialize.is_native_apply(content):
+            try:
+                original = serialize.unpack_result(content, buffers)
+            except serialize.DeserializationError:
+                original = None
+        kind = TaskInterrupted if ename == "KeyboardInterrupt" else RemoteError
+        return kind(
+            ename,
+            content.get("evalue", ""),
+            content.get("traceback", []),
+            engine_id=attempt.engine_id,
+            original=original if isinstance(original, BaseException) else None,
+        )
+
+    def resolve(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
+        """Give the task's future its outcome (once), then let go of the task's data."""
+        if task.attempt is not None:
+            self.attempts.pop(task.attempt.msg_id, None)
+        if task.finish():
+            task.future._resolve(result, error)
+        self.release(task)
+
+    @staticmethod
+    def release(task: Task) -> None:
+        """Let a resolved task's request, reply and future be freed once the user drops them.
+
+        Task, job and future refer to each other; without this, a large argument
+        or result would live until the cyclic garbage collector happens to run.
+        """
+        task.content = {}
+        task.buffers = []
+        attempt = task.attempt
+        if attempt is not None:
+            if attempt.reply is not None:
+                attempt.reply = _ANSWERED
+            # its late events (a timer, the rest of its output) now count as stale
+            task.attempt = None
+        task.job.task = None
+        task.future._release()
+
+    def fail_if_no_engines(self) -> None:
+        """With every engine dead for good, fail the queued tasks instead of holding them."""
+        if any(e.living for e in self.core.records.values()):
+            return
+        for task in list(self.queued_tasks()):
+            self.resolve(task, error=EngineDied("every engine of the pool is dead"))
+        self.scheduler.queue.clear()

@@ -1,0 +1,236 @@
+"""The engines of a pool: starting or attaching, the handshake, liveness, loss, restart, stop.
+
+An engine is ready once it has answered ``kernel_info`` on shell, said it is
+a parallel kernel, and sent something on IOPub (a subscription: what is
+published before it is in place is lost).  Liveness is watched twice: the
+process of an engine the pool started is polled, and every engine's
+heartbeat is pinged.  A lost engine's attempts go back to the dispatcher
+(which retries or fails them); an owned one is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EngineDied, EngineStartError
+from . import launch
+from .connection import EngineConnection, kernel_client
+from .engine_state import SERVING, EngineRecord, EngineState
+
+if TYPE_CHECKING:
+    from .core import PoolCore
+
+#: Seconds between checks that owned engine processes are alive.
+POLL_INTERVAL = 0.5
+#: Seconds an owned engine gets to shut down before it is killed.
+SHUTDOWN_TIMEOUT = 15.0
+
+log = logging.getLogger(__name__)
+
+
+class EngineSet:
+    """Every engine of one pool, by id, and what happens to them (loop thread only)."""
+
+    def __init__(self, core: PoolCore) -> None:
+        self.core = core
+        self.records: dict[int, EngineRecord] = {}
+
+    def _add(self, engine_id: int, manager: Any, connection_file: str) -> EngineRecord:
+        core = self.core
+        record = EngineRecord(engine_id, core.scheduler, core.options.hwm, manager, connection_file)
+        self.records[engine_id] = record
+        return record
+
+    # -- start
+
+    async def start(self, n: int) -> None:
+        """Start ``n`` engines from the kernelspec, concurrently; all or none."""
+        results = await asyncio.gather(
+            *(self._start_one(i) for i in range(n)), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.stop()
+            raise errors[0]
+
+    async def _start_one(self, engine_id: int) -> None:
+        launcher = self.core.launcher
+        record = self._add(engine_id, launcher.manager(), "")
+        record.stderr_path = launcher.stderr_path(engine_id)
+        await launcher.start(record)
+        await self._open(record)
+        record.watcher = asyncio.ensure_future(self._watch_process(record))
+
+    async def connect(self, files: list[str]) -> None:
+        """Attach to running kernels, given their connection files."""
+        for engine_id, path in enumerate(files):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no connection file {path!r}")
+            self._add(engine_id, None, path)
+        await asyncio.gather(*(self._open(e) for e in self.records.values()))
+
+    async def _open(self, engine: EngineRecord) -> None:
+        """Open the engine's sockets; return once it answers on shell and IOPub."""
+        core = self.core
+        if core.closed and engine.state is EngineState.RESTARTING:
+            raise EngineStartError("the pool is shutting down")
+        engine.iopub_seen = asyncio.Event()
+        engine.connection = EngineConnection(
+            kernel_client(engine.connection_file), core, engine, heartbeat=True
+        )
+        engine.connection.open()
+        info = await self._handshake(engine)
+        parallel = info.get("parallel")
+        if not isinstance(parallel, dict):
+            raise EngineStartError(
+                f"engine {engine.id} ({engine.connection_file}) is not a parallel kernel: "
+                "its kernel_info has no 'parallel' feature"
+            )
+        engine.uuid = parallel.get("engine_uuid")
+        engine.reports_start = "apply_started" in parallel.get("task_events", ())
+        if engine.owned and parallel.get("engine_id") != engine.id:
+            # a provisioner's launcher dropped the pool's --ParallelKernel.engine_id
+            await core.requests.send(
+                engine,
+                "shell",
+                "execute_request",
+                {
+                    "code": f"get_ipython().kernel.engine_id = {engine.id}",
+                    "silent": True,
+                    "store_history": False,
+                },
+            )
+        task_port = parallel.get("task_port")
+        if core.options.task_channel and isinstance(task_port, int) and task_port > 0:
+            engine.connection.connect_task(task_port)
+        engine.ready()
+        core.dispatch.schedule()
+
+    async def _handshake(self, engine: EngineRecord) -> dict[str, Any]:
+        """``kernel_info`` until it is answered and some IOPub message has arrived."""
+        timeout = self.core.options.startup_timeout
+        deadline = time.monotonic() + timeout
+        info = None
+        while info is None or not engine.iopub_seen.is_set():
+            reply = self.core.requests.send(engine, "shell", "kernel_info_request", {})
+            while not reply.done():
+                await asyncio.wait({reply}, timeout=0.2)
+                if engine.manager is not None and not await engine.manager.is_alive():
+                    reply.cancel()
+                    raise EngineStartError(self.core.launcher.failure(engine, "its process exited"))
+                self._check_deadline(engine, deadline, reply)
+            info = reply.result()["content"]
+            log.debug(
+                "Engine %d answered kernel_info (IOPub seen: %s)",
+                engine.id,
+                engine.iopub_seen.is_set(),
+            )
+            self._check_deadline(engine, deadline, reply)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(engine.iopub_seen.wait(), 0.5)
+        return info
+
+    def _check_deadline(
+        self, engine: EngineRecord, deadline: float, reply: asyncio.Future[Any]
+    ) -> None:
+        if time.monotonic() <= deadline:
+            return
+        reply.cancel()
+        what = "no answer" if not reply.done() else "no IOPub message"
+        timeout = self.core.options.startup_timeout
+        raise EngineStartError(self.core.launcher.failure(engine, f"{what} within {timeout:g} s"))
+
+    # -- liveness
+
+    async def _watch_process(self, engine: EngineRecord) -> None:
+        """Notice an owned engine's process dying, within POLL_INTERVAL."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            alive = engine.manager is None or await engine.manager.is_alive()
+            if engine.state in SERVING and not alive:
+                await self.lose(engine, await launch.exit_reason(engine.manager))
+
+    def heartbeat_lost(self, engine: EngineRecord) -> None:
+        """The engine's heartbeat stopped answering."""
+        if engine.serving:
+            self.core.bridge.spawn(self.lose(engine, "its heartbeat stopped"))
+
+    async def lose(self, engine: EngineRecord, why: str) -> None:
+        """An engine died: hand back its attempts, then restart it if the pool owns it."""
+        if not engine.serving:
+            return
+        core = self.core
+        log.warning("Engine %d died (%s)", engine.id, why)
+        lost = engine.lose()
+        core.dispatch.lost(engine, lost, why)
+        core.requests.fail(engine.id, EngineDied(f"engine {engine.id} died ({why})"))
+        self._disconnect(engine)
+        if engine.owned and core.options.restart and not core.closed:
+            await self._restart(engine)
+        if engine.state is EngineState.DEAD:
+            engine.retire()
+        core.dispatch.fail_if_no_engines()
+        core.dispatch.schedule()
+
+    async def _restart(self, engine: EngineRecord) -> None:
+        engine.restart()
+        started = time.monotonic()
+        try:
+            await engine.manager.restart_kernel(now=True)
+            engine.connection_file = engine.manager.connection_file
+            await self._open(engine)
+            log.info("Engine %d restarted in %.2f s", engine.id, time.monotonic() - started)
+        except Exception as exc:
+            if engine.state is EngineState.RESTARTING:
+                engine.lose()
+            self._disconnect(engine)
+            self.core.bridge.loop.call_exception_handler(
+                {"message": f"engine {engine.id} could not be restarted", "exception": exc}
+            )
+
+    @staticmethod
+    def _disconnect(engine: EngineRecord) -> None:
+        if engine.connection is not None:
+            engine.connection.close()
+            engine.connection = None
+
+    # -- stop
+
+    async def stop(self) -> None:
+        """Close every engine's sockets and shut down the engines the pool started."""
+        await asyncio.gather(
+            *(self._stop_one(e) for e in self.records.values()), return_exceptions=True
+        )
+
+    async def _stop_one(self, engine: EngineRecord) -> None:
+        if engine.watcher is not None:
+            engine.watcher.cancel()
+        self._disconnect(engine)
+        was_stopped = engine.state is EngineState.STOPPED
+        engine.stop()
+        manager = engine.manager
+        if manager is not None and not was_stopped:
+            try:
+                await asyncio.wait_for(manager.shutdown_kernel(now=False), SHUTDOWN_TIMEOUT)
+            except Exception:
+                await manager.shutdown_kernel(now=True)
+        if engine.stderr is not None:
+            engine.stderr.close()
+        if manager is not None:
+            launch.remove_sockets(manager)
+
+    async def abandon(self) -> None:
+        """A dropped pool: close the sockets and kill the engines it started, at once."""
+        for engine in self.records.values():
+            if engine.watcher is not None:
+                engine.watcher.cancel()
+            self._disconnect(engine)
+            if engine.manager is not None and engine.state is not EngineState.STOPPED:
+                with contextlib.suppress(Exception):
+                    await engine.manager.shutdown_kernel(now=True)
+            engine.stop()
