@@ -312,6 +312,8 @@ class Pool(Executor):
     def _map_results(
         futures: list[TaskFuture], chunked: bool, deadline: float | None, bar: Any
     ) -> Iterator[Any]:
+        """Yield results in order, letting go of each future once its result is yielded;
+        an early stop (or the deadline) cancels the rest."""
         try:
             futures.reverse()
             while futures:
@@ -409,6 +411,7 @@ class Pool(Executor):
         self._teardown()
 
     def _teardown(self) -> None:
+        """Stop the engines and remove the pool's files, once (also after a failed start)."""
         core = self._core
         core.closed = True
         finalizer = getattr(self, "_finalizer", None)

@@ -175,6 +175,7 @@ class EngineConnection:
         buffers: list[Any],
         metadata: dict[str, Any] | None,
     ) -> str:
+        """Send one message on the task socket, in the compact framing; return its msg_id."""
         socket = self._task
         if socket is None:
             raise ConnectionError("the engine's sockets are closed")
@@ -220,6 +221,7 @@ class EngineConnection:
         return msg["header"]["msg_id"]
 
     def _received(self, channel: str, frames: list[Any]) -> None:
+        """Decode a message of a ZMQStream socket and hand it to the listener."""
         session = self.session
         try:
             _, parts = session.feed_identities(frames, copy=False)

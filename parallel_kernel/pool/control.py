@@ -84,6 +84,7 @@ class Control:
         self.core.dispatch.release(task)
 
     async def _cancel(self, task: Task) -> bool:
+        """Cancel on the loop: dequeue it, or abort its attempt if the engine has not started it."""
         if self._cancel_queued(task):
             return True
         attempt = task.attempt
@@ -120,6 +121,7 @@ class Control:
         return self.core.bridge.run(self._interrupt(task), timeout=CONTROL_TIMEOUT + 5)
 
     async def _interrupt(self, task: Task) -> bool:
+        """Interrupt on the loop, only if the task is what its engine runs (never another one)."""
         attempt = task.attempt
         if attempt is None or task.state not in (TaskState.SENT, TaskState.RUNNING):
             return False
@@ -168,6 +170,7 @@ class Control:
             attempt.timer = self.core.bridge.loop.call_later(timeout, self._timed_out, attempt)
 
     def _timed_out(self, attempt: Attempt) -> None:
+        """The attempt ran past its timeout: interrupt it, and give it INTERRUPT_GRACE to stop."""
         attempt.timer = None
         if not attempt.current or attempt.reply is not None:
             return

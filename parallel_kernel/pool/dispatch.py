@@ -68,6 +68,7 @@ class Dispatcher:
         self.schedule()
 
     def _enqueue(self, task: Task) -> None:
+        """Put a task in the scheduler's queue with the slot share it takes."""
         if task.state is TaskState.DONE or task.future.done():
             self.release(task)
             return

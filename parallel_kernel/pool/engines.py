@@ -138,6 +138,7 @@ class EngineSet:
     def _check_deadline(
         self, engine: EngineRecord, deadline: float, reply: asyncio.Future[Any]
     ) -> None:
+        """Fail the start if the engine did not answer (on shell and IOPub) in time."""
         if time.monotonic() <= deadline:
             return
         reply.cancel()
@@ -178,6 +179,7 @@ class EngineSet:
         core.dispatch.schedule()
 
     async def _restart(self, engine: EngineRecord) -> None:
+        """Start a dead owned engine's process again; it stays DEAD if that fails."""
         engine.restart()
         started = time.monotonic()
         try:
@@ -208,6 +210,7 @@ class EngineSet:
         )
 
     async def _stop_one(self, engine: EngineRecord) -> None:
+        """Close one engine's sockets; shut it down (killing it if slow) if the pool owns it."""
         if engine.watcher is not None:
             engine.watcher.cancel()
         self._disconnect(engine)

@@ -121,6 +121,7 @@ class TaskFuture(concurrent.futures.Future):
 
 
 def _progress(total: int, enabled: bool | dict[str, Any], desc: str) -> Any:
+    """A tqdm bar of ``total`` tasks if ``enabled`` (``True`` or tqdm options), else ``None``."""
     if not enabled:
         return None
     from tqdm.auto import tqdm

@@ -98,6 +98,7 @@ class OutputForwarder:
                 publisher.reset_thread_parent(token)
 
     def _prefix(self, engine_id: int, name: str, text: str) -> str:
+        """``text`` with every line that starts in it prefixed by its engine id."""
         prefix = f"[engine {engine_id}] "
         key = (engine_id, name)
         out = []

@@ -201,6 +201,7 @@ class Scheduler:
             queue.extendleft(reversed(waiting))
 
     def _pick(self, job: Job) -> int | None:
+        """The preferred eligible engine with room for ``job`` now, or ``None``."""
         best: EngineSlot | None = None
         for engine_id in self.eligible(job):
             slot = self.engines[engine_id]
