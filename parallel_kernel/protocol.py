@@ -15,9 +15,15 @@ APPLY_REQUEST = "apply_request"
 APPLY_REPLY = "apply_reply"
 APPLY_BATCH_REQUEST = "apply_batch_request"
 APPLY_BATCH_REPLY = "apply_batch_reply"
-#: Task channel, engine to pool: the engine starts running these requests (content
-#: ``{"msg_ids": [...]}``), sent when the request's metadata asks for it.
+#: Task channel, engine to pool: the engine starts running the first of these requests
+#: (content ``{"msg_ids": [...]}``); for a batch, the rest are its other tasks, which
+#: may start from then on without another notice.  Sent when the request's metadata
+#: has ``REPORT_START: true``, before the request runs.
 APPLY_STARTED = "apply_started"
+#: Request metadata key asking the task channel for an ``apply_started``.
+REPORT_START = "report_start"
+#: ``kernel_info_reply["parallel"]["task_events"]``: what the task channel can report.
+TASK_EVENTS = (APPLY_STARTED,)
 ABORT_REQUEST = "abort_request"
 CLEAR_REQUEST = "clear_request"
 

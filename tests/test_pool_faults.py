@@ -416,3 +416,49 @@ def test_a_pool_connects_to_an_engine_on_ipc_sockets(tmp_path, monkeypatch) -> N
         assert parallel["task_port"] not in ports | {info["hb_port"]}
     finally:
         manager.shutdown_kernel(now=True)
+
+
+def wait_until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_tasks_submitted_right_after_an_engine_is_killed_all_run() -> None:
+    """The pool has not noticed the death yet and sends some of them to the dead engine:
+    they never started there, so they run elsewhere, though they have no retries."""
+    with Pool(2) as pool:
+        pids = pool.broadcast(engine_pid)
+        os.kill(pids[0], signal.SIGKILL)
+        futures = [pool.submit(pow, 2, i) for i in range(10)]
+        assert [f.result(60) for f in futures] == [2**i for i in range(10)]
+
+
+def test_tasks_queued_behind_a_running_task_at_a_dying_engine_run_elsewhere() -> None:
+    """Only the task that was running when its engine died fails; those queued behind it
+    at that engine never started, and run elsewhere without using a retry."""
+    with Pool(2, hwm=3) as pool:
+        pids = pool.broadcast(engine_pid)
+        running = pool.submit(time.sleep, 60, engine=0)
+        wait_until(running.running)
+        queued = [pool.submit(slow_identity, i, engine=0) for i in range(2)]
+        wait_until(lambda: pool.engines[0].outstanding == 3)
+        assert not any(f.running() for f in queued)
+        os.kill(pids[0], signal.SIGKILL)
+        with pytest.raises(EngineDied):
+            running.result(30)
+        assert [f.result(60) for f in queued] == [0, 1]
+        assert all(f.engine_id == 0 for f in queued)  # on engine 0 once it is restarted
+
+
+def test_running_is_true_once_the_engine_has_started_the_task() -> None:
+    with Pool(1) as pool:
+        first = pool.submit(time.sleep, 1)
+        second = pool.submit(time.sleep, 0)
+        wait_until(first.running, 10)
+        assert not second.running()
+        assert not first.cancel()  # a running task cannot be cancelled
+        wait_until(lambda: second.running() or second.done(), 10)
+        assert second.result(10) is None
+        assert first.done()

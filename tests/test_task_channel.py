@@ -355,3 +355,51 @@ def test_a_plain_ipykernel_application_running_the_class_opens_the_channel_itsel
         driver.stop()
     # the kernel closed its own socket before its context terminated: a clean exit, no kill
     assert process.wait(TIMEOUT) == 0
+
+
+def test_a_request_that_asks_is_reported_started_before_it_runs(
+    kernel: Driver, tasks: TaskSocket
+) -> None:
+    info = kernel.client.kernel_info(reply=True, timeout=TIMEOUT)["content"]["parallel"]
+    assert info["task_events"] == ["apply_started"]
+    content, buffers = serialize.pack_apply(add, (1, 2), {})
+    msg = tasks.session.msg("apply_request", content, metadata={"report_start": True})
+    tasks.session.send(tasks.socket, msg, buffers=buffers)
+    started = tasks.reply()
+    assert started["msg_type"] == "apply_started"
+    assert started["content"] == {"msg_ids": [msg["header"]["msg_id"]]}
+    assert started["parent_header"]["msg_id"] == msg["header"]["msg_id"]
+    assert tasks.result(tasks.reply()) == 3
+    tasks.send_apply(add, 2, 2)  # without asking, no report: the reply comes first
+    assert tasks.result(tasks.reply()) == 4
+
+
+def test_a_batch_is_reported_started_once_with_the_starting_task_first(
+    kernel: Driver, tasks: TaskSocket
+) -> None:
+    entries, buffers, ids = [], [], []
+    for i, args in enumerate(((1, 1), (2, 2), (3, 3))):
+        content, task_buffers = serialize.pack_apply(add, args, {})
+        ids.append(f"reported-{i}-{time.monotonic_ns()}")
+        entries.append({"msg_id": ids[-1], "content": content, "buffers": len(task_buffers)})
+        buffers += task_buffers
+    abort = kernel.client.session.msg("abort_request", {"msg_ids": [ids[0]]})
+    kernel.client.control_channel.send(abort)
+    assert kernel.client.get_control_msg(timeout=TIMEOUT)["content"]["pending"] == [ids[0]]
+    msg = tasks.session.msg(
+        "apply_batch_request", {"tasks": entries}, metadata={"report_start": True}
+    )
+    tasks.session.send(tasks.socket, msg, buffers=buffers)
+    reports, answered = [], {}
+    while len(answered) < 3:
+        message = tasks.reply()
+        if message["msg_type"] == "apply_started":
+            assert not answered.keys() - {ids[0]}, "reported after a reply of its batch"
+            reports.append(message["content"])
+        elif message["msg_type"] == "apply_reply":
+            answered[message["parent_header"]["msg_id"]] = message["content"]["status"]
+        else:
+            for reply in message["content"]["replies"]:
+                answered[reply["msg_id"]] = reply["content"]["status"]
+    assert answered == {ids[0]: "aborted", ids[1]: "ok", ids[2]: "ok"}
+    assert reports == [{"msg_ids": [ids[1], ids[2]]}]

@@ -28,6 +28,7 @@ from traitlets import Integer, List, Unicode
 from .. import serialize
 from .._version import __version__
 from ..namespace import NamespaceGate
+from ..protocol import TASK_EVENTS
 from . import compat
 from .aborts import AbortRecord, answer_abort_request
 from .apply import ApplyRunner, safe_str
@@ -118,6 +119,7 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
             "shell_requests": ["apply_request", "clear_request"],
             "task_port": self.task_port,
             "task_requests": ["apply_request"],
+            "task_events": list(TASK_EVENTS),
             "control_requests": ["abort_request", "clear_request"],
         }
         return info

@@ -44,7 +44,9 @@ from ..protocol import (
     APPLY_BATCH_REQUEST,
     APPLY_REPLY,
     APPLY_REQUEST,
+    APPLY_STARTED,
     LARGE_BUFFER,
+    REPORT_START,
     BatchEntry,
     BatchError,
     ipc_path,
@@ -127,6 +129,7 @@ class _ReplyBatch:
         "last_runtime",
         "parent",
         "remaining",
+        "unreported",
     )
 
     def __init__(self, idents: list[bytes], parent: bytes, count: int, compact: bool) -> None:
@@ -137,6 +140,8 @@ class _ReplyBatch:
         self.entries: list[BatchEntry] = []
         self.first = 0.0
         self.last_runtime = 0.0
+        #: msg_ids of its tasks to report started when the first one starts, if asked.
+        self.unreported: list[str] = []
 
 
 class _Member:
@@ -297,13 +302,24 @@ class TaskChannel:
             # try, so an interrupt right after it still restores the handler.
             runner.sigint_interrupts()
             if self.host.admit(self.socket, idents, msg):
-                self.outputs.watch(msg["header"]["msg_id"])
+                msg_id = msg["header"]["msg_id"]
+                if batch is not None:
+                    if batch.unreported:
+                        # this one first: it starts now; the rest of its batch may follow
+                        others = [i for i in batch.unreported if i != msg_id]
+                        self._report_start([msg_id, *others], batch.parent, batch.compact, idents)
+                        batch.unreported = []
+                elif msg["metadata"].get(REPORT_START):
+                    self._report_start([msg_id], msg["raw_header"], msg["compact"], idents)
+                self.outputs.watch(msg_id)
                 call = runner.start(msg, (idents, batch))
         finally:
             runner.sigint_restore()
         if call is None:  # aborted: admit answered it
             if batch is not None:
                 batch.remaining -= 1
+                if msg["header"]["msg_id"] in batch.unreported:
+                    batch.unreported.remove(msg["header"]["msg_id"])
                 self._flush_if_due(batch)
             self._receive()
             return None
@@ -324,6 +340,8 @@ class TaskChannel:
             )
             return
         batch = _ReplyBatch(idents, msg["raw_header"], len(tasks), msg["compact"])
+        if msg["metadata"].get(REPORT_START):
+            batch.unreported = [task.msg_id for task in tasks]
         header = msg["header"]
         compact = msg["compact"]
         members = []
@@ -463,6 +481,20 @@ class TaskChannel:
             parent=request["raw_header"],
             idents=idents,
             compact=request["compact"],
+        )
+        self.codec.send(self.socket, frames)
+        self._receive()
+
+    def _report_start(
+        self, msg_ids: list[str], parent: bytes, compact: bool, idents: list[Any]
+    ) -> None:
+        """Tell the client that these requests start now (``apply_started``), as it asked.
+
+        Sent before the first of them runs, so a client that never got it
+        knows that they never started (and may run them elsewhere).
+        """
+        _, frames = self.codec.encode(
+            APPLY_STARTED, {"msg_ids": msg_ids}, parent=parent, idents=idents, compact=compact
         )
         self.codec.send(self.socket, frames)
         self._receive()

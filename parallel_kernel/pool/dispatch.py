@@ -210,11 +210,16 @@ class Dispatcher:
         self.schedule_soon()
 
     def on_started(self, engine: EngineRecord, msg_ids: list[str]) -> None:
-        """The engine says it starts these requests (task channel)."""
-        for msg_id in msg_ids:
+        """The engine starts the first of these requests; the rest (its batch) may start
+        without another word, so they count as possibly run, though not running yet."""
+        for position, msg_id in enumerate(msg_ids):
             attempt = self.attempts.get(msg_id)
-            if attempt is not None:
+            if attempt is None:
+                continue
+            if position == 0:
                 attempt.task.start(attempt)
+            else:
+                attempt.started = True
 
     def on_iopub(self, engine: EngineRecord, msg: dict[str, Any]) -> None:
         """Status and output of the engine's requests."""

@@ -19,6 +19,7 @@ import enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import protocol
 from .tasks import StateError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ SERVING = frozenset({EngineState.IDLE, EngineState.BUSY})
 LIVING = frozenset({*SERVING, EngineState.STARTING, EngineState.RESTARTING})
 
 
-_REPORT_START = {"report_start": True}
+_REPORT_START = {protocol.REPORT_START: True}
 
 
 class EngineRecord:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import protocol
 from ..errors import EngineDied, EngineStartError
 from . import launch
 from .connection import EngineConnection, kernel_client
@@ -92,7 +93,7 @@ class EngineSet:
                 "its kernel_info has no 'parallel' feature"
             )
         engine.uuid = parallel.get("engine_uuid")
-        engine.reports_start = "apply_started" in parallel.get("task_events", ())
+        engine.reports_start = protocol.APPLY_STARTED in parallel.get("task_events", ())
         if engine.owned and parallel.get("engine_id") != engine.id:
             # a provisioner's launcher dropped the pool's --ParallelKernel.engine_id
             await core.requests.send(
