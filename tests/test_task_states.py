@@ -265,3 +265,18 @@ def test_a_retired_engines_tasks_fail_with_engine_died() -> None:
     job = Job(target=0)
     assert scheduler.check(job) == "its engine 0 is dead"
     assert isinstance(scheduler.reason(job), EngineDied)
+
+
+def test_an_engine_that_ended_by_itself_may_have_run_the_head_of_each_channel() -> None:
+    """Its start reports may not have left the process: a task that crashes the engine
+    at once must not count as never started (and run again for free)."""
+    engine = make_engine(Scheduler())
+    engine.ready()
+    engine.reports_start = True
+    tasks = [make_task() for _ in range(4)]
+    for task, channel, msg_id in zip(
+        tasks, ("task", "task", "shell", "shell"), ("t1", "t2", "s1", "s2"), strict=True
+    ):
+        engine.inflight[msg_id] = task.send(0, channel, msg_id)
+    started = {a.msg_id: a.started for a in engine.lose(by_itself=True)}
+    assert started == {"t1": True, "t2": False, "s1": True, "s2": False}

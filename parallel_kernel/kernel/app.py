@@ -13,7 +13,7 @@ from ipykernel.kernelapp import IPKernelApp
 from traitlets import Integer, Type
 
 from .parallelkernel import ParallelKernel
-from .taskchannel import bind_task_socket, close_task_socket
+from .tasksocket import bind_task_socket, close_task_socket
 
 
 class ParallelKernelApp(IPKernelApp):

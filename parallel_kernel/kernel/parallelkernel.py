@@ -33,7 +33,8 @@ from . import compat
 from .aborts import AbortRecord, answer_abort_request
 from .apply import ApplyRunner, safe_str
 from .replies import HandlerTable, error_content, find_malformed, reply_type
-from .taskchannel import TaskChannel, bind_task_socket, close_task_socket
+from .taskchannel import TaskChannel
+from .tasksocket import bind_task_socket, close_task_socket
 
 #: Reply metadata keys copied from the request when present (scheduler bookkeeping).
 ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")

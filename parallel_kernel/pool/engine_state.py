@@ -122,25 +122,32 @@ class EngineRecord:
         if self.state is EngineState.BUSY and not self.inflight:
             self._move(SERVING, EngineState.IDLE)
 
-    def lose(self) -> list[Attempt]:
+    def lose(self, by_itself: bool = False) -> list[Attempt]:
         """-> DEAD: it stopped answering.  Returns the attempts that were in flight there.
 
-        An attempt counts as started if the engine said so.  An engine that
-        does not report starts runs its task channel's requests in the order
-        sent, so there the oldest unanswered one (with the rest of its batch)
-        may have been running.
+        An attempt counts as started if the engine said so.  The task channel
+        runs requests in the order sent, so its oldest unanswered one (with the
+        rest of its batch) may have been running when the engine does not
+        report starts, and the oldest of each channel may have been running
+        when its process ended ``by_itself`` (a task that exits or crashes at
+        once can end the process before its start report leaves it).
         """
         self._move(LIVING, EngineState.DEAD)
         self._scheduler.forget_outstanding(self.id)
         lost = list(self.inflight.values())
         self.inflight.clear()
-        if not self.reports_start:
-            head = next((a for a in lost if a.channel == "task"), None)
-            for attempt in lost:
-                if attempt is head or (
-                    head is not None and head.batched and attempt.batch == head.batch
-                ):
-                    attempt.started = True
+        # shell requests report their start by IOPub status, which a process that
+        # ends by itself may not have sent either
+        channels = ("task", "shell") if by_itself else ("task",) if not self.reports_start else ()
+        for channel in channels:
+            head = next((a for a in lost if a.channel == channel), None)
+            if head is None:
+                continue
+            head.started = True
+            if head.batched:
+                for attempt in lost:
+                    if attempt.batch == head.batch:
+                        attempt.started = True
         return lost
 
     def restart(self) -> None:

@@ -155,24 +155,32 @@ class EngineSet:
             await asyncio.sleep(POLL_INTERVAL)
             alive = engine.manager is None or await engine.manager.is_alive()
             if engine.state in SERVING and not alive:
-                await self.lose(engine, await launch.exit_reason(engine.manager))
+                why, by_itself = await launch.exit_reason(engine.manager)
+                await self.lose(engine, why, by_itself=by_itself)
 
     def heartbeat_lost(self, engine: EngineRecord) -> None:
         """The engine's heartbeat stopped answering."""
         if engine.serving:
             self.core.bridge.spawn(self.lose(engine, "its heartbeat stopped"))
 
-    async def lose(self, engine: EngineRecord, why: str) -> None:
-        """An engine died: hand back its attempts, then restart it if the pool owns it."""
+    async def lose(self, engine: EngineRecord, why: str, *, by_itself: bool = False) -> None:
+        """An engine died: hand back its attempts, then restart it if the pool owns it.
+
+        ``by_itself``: its process ended on its own (exited, or a fault), so what
+        it was running may have started even without a report.
+        """
         if not engine.serving:
             return
         core = self.core
         log.warning("Engine %d died (%s)", engine.id, why)
-        lost = engine.lose()
+        lost = engine.lose(by_itself=by_itself)
+        restarting = engine.owned and core.options.restart and not core.closed
+        if restarting:
+            engine.restart()  # before its tasks go back: they may wait for it
         core.dispatch.lost(engine, lost, why)
         core.requests.fail(engine.id, EngineDied(f"engine {engine.id} died ({why})"))
         self._disconnect(engine)
-        if engine.owned and core.options.restart and not core.closed:
+        if restarting:
             await self._restart(engine)
         if engine.state is EngineState.DEAD:
             engine.retire()
@@ -180,8 +188,7 @@ class EngineSet:
         core.dispatch.schedule()
 
     async def _restart(self, engine: EngineRecord) -> None:
-        """Start a dead owned engine's process again; it stays DEAD if that fails."""
-        engine.restart()
+        """Start a RESTARTING owned engine's process again; it is DEAD if that fails."""
         started = time.monotonic()
         try:
             await engine.manager.restart_kernel(now=True)

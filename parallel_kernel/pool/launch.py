@@ -157,18 +157,30 @@ class Launcher:
         return message
 
 
-async def exit_reason(manager: AsyncKernelManager | None) -> str:
-    """How an engine's process ended: its exit status or the signal that killed it."""
+#: Signals that a process gets from outside (a person, a batch system, the OOM killer),
+#: unlike faults its own code raises (SIGSEGV, SIGABRT ...).
+OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
+
+
+async def exit_reason(manager: AsyncKernelManager | None) -> tuple[str, bool]:
+    """How an engine's process ended (its exit status or the signal that killed it), and
+    whether it ended by itself: exited, or a fault of its own such as SIGSEGV.
+
+    A process that ends by itself did so running something, and so may have
+    been running a task even if its report that it started had no time to
+    leave the process.
+    """
     provisioner = manager.provisioner if manager is not None else None
     code = await provisioner.poll() if provisioner is not None else None
     if code is None:
-        return "its process exited"
+        return "its process exited", False
     if code < 0:
         try:
-            return f"its process was killed by {signal.Signals(-code).name}"
+            killer = signal.Signals(-code)
         except ValueError:
-            return f"its process was killed by signal {-code}"
-    return f"its process exited with status {code}"
+            return f"its process was killed by signal {-code}", True
+        return f"its process was killed by {killer.name}", killer not in OUTSIDE_SIGNALS
+    return f"its process exited with status {code}", True
 
 
 def remove_sockets(manager: AsyncKernelManager) -> None:
