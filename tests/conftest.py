@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,3 +256,14 @@ def outputs_of(cell) -> str:
         elif "data" in output:
             texts.append(output.data.get("text/plain", ""))
     return "".join(texts)
+
+
+def junit_outcomes(report: Path) -> dict[str, str]:
+    """Each test of a JUnit XML report (``pytest --junitxml``), by node name:
+    ``"passed"``, ``"failure"``, ``"error"`` or ``"skipped"``."""
+    outcomes = {}
+    for case in ElementTree.parse(report).iter("testcase"):
+        node = f"{case.get('classname')}::{case.get('name')}"
+        kinds = {child.tag for child in case} & {"failure", "error", "skipped"}
+        outcomes[node] = kinds.pop() if kinds else "passed"
+    return outcomes

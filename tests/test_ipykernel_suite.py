@@ -68,11 +68,11 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import junit_outcomes
 
 TESTS = Path(__file__).resolve().parent
 VERSION = importlib.metadata.version("ipykernel")
@@ -158,12 +158,7 @@ def run_suite(suite: Path, tmp_path: Path, name: str, *plugin: str) -> dict[str,
         check=False,
     )
     (tmp_path / f"{name}.log").write_text(result.stdout + result.stderr)
-    outcomes = {}
-    for case in ElementTree.parse(report).iter("testcase"):
-        node = f"{case.get('classname')}::{case.get('name')}"
-        kinds = {child.tag for child in case} & {"failure", "error", "skipped"}
-        outcomes[node] = kinds.pop() if kinds else "passed"
-    return outcomes
+    return junit_outcomes(report)
 
 
 @pytest.mark.timeout(900)

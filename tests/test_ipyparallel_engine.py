@@ -6,13 +6,12 @@ import os
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Driver
+from conftest import Driver, junit_outcomes
 
 ipp = pytest.importorskip("ipyparallel")
 from ipyparallel import serialize as ipp_serialize  # noqa: E402
@@ -136,12 +135,7 @@ def run_suite(tmp_path: Path, name: str, *plugin: str) -> dict[str, str]:
         check=False,
     )
     (tmp_path / f"{name}.log").write_text(result.stdout + result.stderr)
-    outcomes = {}
-    for case in ElementTree.parse(report).iter("testcase"):
-        node = f"{case.get('classname')}::{case.get('name')}"
-        kinds = {child.tag for child in case} & {"failure", "error", "skipped"}
-        outcomes[node] = kinds.pop() if kinds else "passed"
-    return outcomes
+    return junit_outcomes(report)
 
 
 @pytest.mark.timeout(1600)

@@ -35,6 +35,19 @@ from .launch import check_kernel_name, launch_transport
 from .scheduler import Dependency, Job
 from .tasks import Task, kind_of
 
+
+class _Option:
+    """A pool attribute that reads the pool's :class:`PoolOptions` (their one source)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, pool: Any, owner: type | None = None) -> Any:
+        if pool is None:
+            return self
+        return getattr(pool._core.options, self.name)
+
+
 #: Engines that no longer take part: all-engine calls leave them out.
 _GONE = (EngineState.DEAD, EngineState.STOPPED)
 
@@ -114,14 +127,6 @@ class Pool(Executor):
             transport = launch_transport(kernel_name, transport)
             if transport == "ipc" and transport_encryption == "auto":
                 transport_encryption = "disabled"
-        self.kernel_name = kernel_name
-        self.hwm = hwm
-        self.forward_output = forward_output
-        self.restart = restart
-        self.startup_timeout = startup_timeout
-        self.transport = transport
-        self.transport_encryption = transport_encryption
-        self.task_channel = task_channel
         self._core = PoolCore(
             PoolOptions(
                 kernel_name=kernel_name,
@@ -148,6 +153,15 @@ class Pool(Executor):
             self._teardown()
             raise
         self._finalizer = weakref.finalize(self, _abandon, core)
+
+    kernel_name = _Option()
+    hwm = _Option()
+    forward_output = _Option()
+    restart = _Option()
+    startup_timeout = _Option()
+    transport = _Option()
+    transport_encryption = _Option()
+    task_channel = _Option()
 
     @classmethod
     def connect(cls, connection_files: Iterable[str | os.PathLike[str]], **options: Any) -> Pool:
