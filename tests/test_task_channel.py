@@ -342,6 +342,9 @@ def test_a_plain_ipykernel_application_running_the_class_opens_the_channel_itsel
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     driver = Driver("parallel-in-ipkernelapp")
+    # a busy machine may take longer than jupyter_client's 5 s to exit cleanly;
+    # a context left unterminated would still hang past this and be killed
+    driver.manager.shutdown_wait_time = TIMEOUT
     process = driver.manager.provisioner.process
     try:
         tasks = TaskSocket(driver)
