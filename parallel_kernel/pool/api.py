@@ -277,10 +277,10 @@ class Pool(Executor):
         core = self._core
         if core.broken:
             raise PoolBroken(core.broken)
-        if core.closed:
-            raise RuntimeError("cannot schedule new futures after shutdown")
         if lifecycle.exiting():
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        if core.closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
         future = TaskFuture()
         task = Task(future, msg_type, content, buffers, job, **options)
         future._handle = TaskHandle(core.control, task)

@@ -79,7 +79,9 @@ def _socket_files(stem: Path) -> list[Path]:
     return [p for p in stem.parent.glob(f"{stem.name}-ipc-*") if _SOCKET_FILE.match(p.name)]
 
 
-def _remove(paths: list[Path]) -> list[Path]:
+def _remove(paths: list[Path], dry_run: bool) -> list[Path]:
+    if dry_run:
+        return [p for p in paths if p.exists()]
     removed = []
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
@@ -102,8 +104,9 @@ def _stale_engine(path: Path) -> bool:
     return not _heartbeat_answers(info)
 
 
-def clean(runtime_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Remove the files of our engines that no longer run; return what was removed."""
+def clean(runtime_dir: str | os.PathLike[str] | None = None, dry_run: bool = False) -> list[Path]:
+    """Remove the files of our engines that no longer run; return what was removed
+    (with ``dry_run``, what would be)."""
     directory = Path(runtime_dir if runtime_dir is not None else jupyter_runtime_dir())
     if not directory.is_dir():
         return []
@@ -111,11 +114,11 @@ def clean(runtime_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     for path in sorted(directory.glob("kernel-*.json")):
         if _stale_engine(path):
             stem = path.with_suffix("")
-            removed += _remove([*_socket_files(stem), path])
+            removed += _remove([*_socket_files(stem), path], dry_run)
     for path in sorted(directory.glob("kernel-*-ipc-*")):
         match = _SOCKET_FILE.match(path.name)
         if match is None or (directory / f"{match.group(1)}.json").exists():
             continue
         if path.is_socket() and not _accepts(socket.AF_UNIX, str(path)):
-            removed += _remove([path])
+            removed += _remove([path], dry_run)
     return removed
