@@ -17,6 +17,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,12 @@ def wind_down(core: PoolCore) -> concurrent.futures.Future[None]:
     with _lock:
         core.closed = True
         if core.winding is None:
-            core.winding = asyncio.run_coroutine_threadsafe(_wind_down(core), core.bridge.loop)
+            if core.bridge.thread.is_alive():
+                core.winding = asyncio.run_coroutine_threadsafe(_wind_down(core), core.bridge.loop)
+            else:  # a forked child: the loop and the engines are its parent's
+                core.winding = concurrent.futures.Future()
+                core.winding.set_result(None)
+                _live.discard(core)
         return core.winding
 
 
@@ -89,7 +95,7 @@ def kill_all() -> None:
         cores = list(_live)
         _live.clear()
     for core in cores:
-        if core.stopped and core.winding is None:
+        if not core.bridge.thread.is_alive() or (core.stopped and core.winding is None):
             continue
         with contextlib.suppress(Exception):
             core.bridge.run(core.kill(), timeout=KILL_TIMEOUT)
@@ -110,5 +116,11 @@ def _at_exit() -> None:
         kill_all()
 
 
+def _forget_all() -> None:
+    """A forked child: its parent's pools are not its own to wind down."""
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_forget_all)
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]  # runs before atexit's
 atexit.register(kill_all)
