@@ -71,9 +71,15 @@ class Engine:
 class Pool(Executor):
     """A pool of parallel kernels with futures, pipelining, abort, retries and timeouts.
 
-    ``Pool(n)`` starts ``n`` engines from kernelspec ``kernel_name`` (default
-    ``"parallel"``), concurrently; :meth:`connect` attaches to kernels that are
-    already running.  Use it like any ``concurrent.futures.Executor``::
+    ``Pool(max_workers)`` starts that many engines (default: one per CPU) from
+    kernelspec ``kernel_name`` (default ``"parallel"``), concurrently; ``n`` is
+    the same argument under its older name.  :meth:`connect` attaches to
+    kernels that are already running.  ``initializer(*initargs)`` runs on
+    every engine (also a restarted one) before it takes tasks; an engine
+    where it raises is left out, and a pool left with no engine is
+    :attr:`broken`.  ``mp_context`` must be ``None``: engines are kernels, not
+    ``multiprocessing`` processes.  Use it like any
+    ``concurrent.futures.Executor``::
 
         with Pool(4) as pool:
             results = list(pool.map(f, range(1000)))
@@ -249,7 +255,7 @@ class Pool(Executor):
             follow=_dependency("follow", follow),
         )
         _check_retries(retries)
-        _check_timeout("timeout", timeout)
+        _check_timeout(timeout)
         content, buffers = serialize.pack_apply(fn, args, kwargs)
         return self._submit_message(
             protocol.APPLY_REQUEST,
@@ -544,10 +550,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_timeout(name: str, timeout: Any) -> None:
+def _check_timeout(timeout: Any) -> None:
     if timeout is None:
         return
     if not _is_number(timeout):
-        raise TypeError(f"{name} must be a number of seconds or None, got {type(timeout).__name__}")
+        raise TypeError(
+            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
+        )
     if not timeout > 0:
-        raise ValueError(f"{name} must be positive, got {timeout}")
+        raise ValueError(f"timeout must be positive, got {timeout}")
