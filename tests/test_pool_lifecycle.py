@@ -431,3 +431,24 @@ def test_a_new_pool_removes_what_a_killed_client_left(
         own = {p for p in files if p.name.startswith(Path(pool.engines[0].connection_file).stem)}
         assert files - own == live_kernel
     assert set(runtime_dir.iterdir()) == live_kernel
+
+
+def test_clean_says_what_it_removes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "parallel_kernel", "clean", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    text = " ".join(result.stdout.split())
+    assert "that process is gone and nothing accepts a connection" in text
+    assert "Files of live kernels, and of kernels not started by a pool, are never touched" in text
+    listed = subprocess.run(
+        [sys.executable, "-m", "parallel_kernel", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    assert "clean" in listed.stdout
