@@ -466,7 +466,7 @@ class Pool(Executor):
         self._finalizer.detach()
         done = lifecycle.wind_down(core)
         if wait:
-            done.result()
+            lifecycle.wait(core, done)
 
     def _teardown(self) -> None:
         """A start failed: stop the engines that did start and remove the pool's files."""

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .core import PoolCore
 
+#: Seconds between checks, while waiting for a pool to wind down, that its loop thread lives.
+WAIT_STEP = 1.0
 #: Seconds the last-resort stop at exit waits for one pool's engines to be killed.
 KILL_TIMEOUT = 30.0
 
@@ -68,6 +70,16 @@ def wind_down(core: PoolCore) -> concurrent.futures.Future[None]:
         return core.winding
 
 
+def wait(core: PoolCore, future: concurrent.futures.Future[None]) -> None:
+    """Wait until the pool has wound down (or its loop thread is gone, which then never will)."""
+    while core.bridge.thread.is_alive():
+        try:
+            future.result(timeout=WAIT_STEP)
+        except concurrent.futures.TimeoutError:
+            continue
+        return
+
+
 async def _wind_down(core: PoolCore) -> None:
     try:
         await core.work_done()
@@ -109,9 +121,9 @@ def _at_exit() -> None:
     with _lock:
         cores = list(_live)
     try:
-        for future in [wind_down(core) for core in cores]:
+        for core, future in [(core, wind_down(core)) for core in cores]:
             with contextlib.suppress(Exception):
-                future.result()
+                wait(core, future)
     except KeyboardInterrupt:
         kill_all()
 
