@@ -1,7 +1,7 @@
 """The ``parallel-kernel`` command (also ``python -m parallel_kernel``).
 
-Subcommands: ``install``, ``uninstall``, ``demo``, ``kernel``, ``engine`` and
-``ipengine``.  Options
+Subcommands: ``install``, ``uninstall``, ``demo``, ``clean``, ``kernel``,
+``engine`` and ``ipengine``.  Options
 without a subcommand, for instance ``-f connection.json`` as in kernel.json,
 start the kernel with those options, the way ``python -m ipykernel`` does.
 """
@@ -93,6 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=kernelspec.KERNEL_NAME,
         help=f"kernelspec to start engines from (default {kernelspec.KERNEL_NAME!r})",
     )
+
+    clean = commands.add_parser(
+        "clean",
+        help="remove files that pools' engines which no longer run left in the runtime dir",
+        description="Remove the connection files and ipc socket files that engines started by "
+        "a pool left in the Jupyter runtime directory when their client was killed (a pool "
+        "that ends removes its own, and a new pool cleans up on start). A connection file is "
+        "removed only if it names the client process that started its engine, that process "
+        "is gone and nothing accepts a connection on the engine's heartbeat socket; a socket "
+        "file without its connection file only if nothing listens on it. Files of live "
+        "kernels, and of kernels not started by a pool, are never touched.",
+    )
+    clean.add_argument(
+        "--runtime-dir", help="the directory to clean (default: jupyter's runtime directory)"
+    )
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 
     commands.add_parser(
         "kernel",
@@ -187,6 +203,11 @@ def _run_command(args: argparse.Namespace) -> int:
             from .demo import run_demo
 
             return run_demo(engines=args.engines, kernel_name=args.kernel_name)
+        elif args.command == "clean":
+            from .pool import runtime_files
+
+            for path in runtime_files.clean(args.runtime_dir, dry_run=args.dry_run):
+                print(f"{'would remove' if args.dry_run else 'removed'} {path}")
     except NoSuchKernel as exc:
         print(
             f"parallel-kernel {args.command}: error: no kernelspec named {exc.name!r}",

@@ -7,7 +7,8 @@ The pool's exceptions form one hierarchy under :class:`ParallelError`::
     │   └── TaskInterrupted    ... KeyboardInterrupt: the task was interrupted
     ├── TaskTimeout            the task ran longer than its timeout (also a TimeoutError)
     ├── TaskAborted            the engine answered "aborted" (an abort from another client)
-    ├── EngineDied             the engine running the task died
+    ├── EngineDied             the engine running the task died (also a BrokenProcessPool)
+    ├── PoolBroken             the pool can no longer start any engine (also a BrokenProcessPool)
     ├── EngineStartError       an engine could not be started
     └── DependencyError        a dependency can never be met
 """
@@ -15,6 +16,7 @@ The pool's exceptions form one hierarchy under :class:`ParallelError`::
 from __future__ import annotations
 
 import re
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -87,8 +89,19 @@ class TaskAborted(ParallelError):
     """The engine answered the task ``aborted`` without running it."""
 
 
-class EngineDied(ParallelError):
-    """The engine running the task died before it replied."""
+class EngineDied(ParallelError, BrokenProcessPool):
+    """The engine running the task died before it replied.
+
+    Also a ``BrokenProcessPool``, which is what ``ProcessPoolExecutor`` raises
+    for a dead worker, so code written for it catches this too; the pool
+    itself keeps serving (it restarts the engines it started).
+    """
+
+
+class PoolBroken(ParallelError, BrokenProcessPool):
+    """The pool can no longer start any engine: each one died for good or its
+    ``initializer`` failed.  Pending tasks fail with it and so does every later
+    ``submit``; :attr:`Pool.broken <parallel_kernel.Pool.broken>` says why."""
 
 
 class EngineStartError(ParallelError):

@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .. import protocol, remote, serialize
-from ..errors import RemoteError
-from . import output
+from ..errors import PoolBroken, RemoteError
+from . import lifecycle, output, runtime_files
 from .control import CONTROL_TIMEOUT, TaskHandle
 from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
 from .engine_state import EngineState
@@ -71,9 +71,15 @@ class Engine:
 class Pool(Executor):
     """A pool of parallel kernels with futures, pipelining, abort, retries and timeouts.
 
-    ``Pool(n)`` starts ``n`` engines from kernelspec ``kernel_name`` (default
-    ``"parallel"``), concurrently; :meth:`connect` attaches to kernels that are
-    already running.  Use it like any ``concurrent.futures.Executor``::
+    ``Pool(max_workers)`` starts that many engines (default: one per CPU) from
+    kernelspec ``kernel_name`` (default ``"parallel"``), concurrently; ``n`` is
+    the same argument under its older name.  :meth:`connect` attaches to
+    kernels that are already running.  ``initializer(*initargs)`` runs on
+    every engine (also a restarted one) before it takes tasks; an engine
+    where it raises is left out, and a pool left with no engine is
+    :attr:`broken`.  ``mp_context`` must be ``None``: engines are kernels, not
+    ``multiprocessing`` processes.  Use it like any
+    ``concurrent.futures.Executor``::
 
         with Pool(4) as pool:
             results = list(pool.map(f, range(1000)))
@@ -103,8 +109,12 @@ class Pool(Executor):
 
     def __init__(
         self,
-        n: int | None = None,
+        max_workers: int | None = None,
+        mp_context: None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
         *,
+        n: int | None = None,
         kernel_name: str = "parallel",
         hwm: int = 2,
         forward_output: bool = False,
@@ -118,15 +128,17 @@ class Pool(Executor):
     ) -> None:
         if hwm < 1:
             raise ValueError(f"hwm must be at least 1, got {hwm}")
+        _check_mp_context(mp_context)
+        init_call = _pack_initializer(initializer, initargs)
         if _connection_files is None:
-            if n is None:
-                n = os.cpu_count() or 1
-            if n < 1:
-                raise ValueError(f"a pool needs at least one engine, got n={n}")
+            count = _engine_count(max_workers, n)
             check_kernel_name(kernel_name)
             transport = launch_transport(kernel_name, transport)
             if transport == "ipc" and transport_encryption == "auto":
                 transport_encryption = "disabled"
+            runtime_files.clean()
+        elif max_workers is not None or n is not None:
+            raise TypeError("connect() attaches one engine per connection file; drop max_workers")
         self._core = PoolCore(
             PoolOptions(
                 kernel_name=kernel_name,
@@ -138,13 +150,13 @@ class Pool(Executor):
                 transport=transport,
                 transport_encryption=transport_encryption,
                 task_channel=task_channel,
+                initializer=init_call,
             )
         )
-        self._futures: weakref.WeakSet[TaskFuture] = weakref.WeakSet()
         core = self._core
         try:
             if _connection_files is None:
-                core.bridge.run(core.engines.start(n), timeout=startup_timeout * 2 + 10)
+                core.bridge.run(core.engines.start(count), timeout=startup_timeout * 2 + 10)
             else:
                 core.bridge.run(
                     core.engines.connect(_connection_files), timeout=startup_timeout + 10
@@ -152,7 +164,9 @@ class Pool(Executor):
         except BaseException:
             self._teardown()
             raise
-        self._finalizer = weakref.finalize(self, _abandon, core)
+        lifecycle.register(core)
+        self._finalizer = weakref.finalize(self, lifecycle.dropped, core)
+        self._finalizer.atexit = False  # the interpreter's exit winds every pool down first
 
     kernel_name = _Option()
     hwm = _Option()
@@ -178,6 +192,13 @@ class Pool(Executor):
         return cls(_connection_files=files, **options)
 
     @property
+    def broken(self) -> str | Literal[False]:
+        """``False``, or why the pool can no longer run tasks: no engine can be started
+        (each died for good, or its initializer failed).  Then every submit raises
+        :class:`~parallel_kernel.errors.PoolBroken`."""
+        return self._core.broken or False
+
+    @property
     def engines(self) -> list[Engine]:
         """A snapshot of every engine: id, state, connection file, ownership."""
         return [
@@ -194,7 +215,7 @@ class Pool(Executor):
 
     def futures(self) -> list[TaskFuture]:
         """The futures of this pool's tasks that are not done yet."""
-        return [f for f in list(self._futures) if not f.done()]
+        return [f for f in list(self._core.futures) if not f.done()]
 
     # ------------------------------------------------------------------ tasks
 
@@ -228,12 +249,19 @@ class Pool(Executor):
         - ``timeout``: seconds the task may run (once started) before it is
           interrupted and fails with :class:`TaskTimeout`.
         """
+        job = Job(
+            target=_check_engine(engine),
+            after=_dependency("after", after),
+            follow=_dependency("follow", follow),
+        )
+        _check_retries(retries)
+        _check_timeout(timeout)
         content, buffers = serialize.pack_apply(fn, args, kwargs)
         return self._submit_message(
             protocol.APPLY_REQUEST,
             content,
             buffers,
-            Job(target=engine, after=Dependency.coerce(after), follow=Dependency.coerce(follow)),
+            job,
             retries=retries,
             retry_on_error=retry_on_error,
             timeout=timeout,
@@ -248,18 +276,23 @@ class Pool(Executor):
         job: Job,
         **options: Any,
     ) -> TaskFuture:
-        """Make a task of a packed request and hand it to the loop; return its future."""
+        """Make a task of a packed request and hand it to the loop; return its future.
+
+        Everything that can fail is checked before: nothing is registered for a
+        call that raises."""
         core = self._core
+        if core.broken:
+            raise PoolBroken(core.broken)
+        if lifecycle.exiting():
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if core.closed:
-            raise RuntimeError("cannot schedule new tasks after shutdown")
-        if options.get("timeout") is not None and options["timeout"] <= 0:
-            raise ValueError(f"timeout must be positive, got {options['timeout']}")
+            raise RuntimeError("cannot schedule new futures after shutdown")
         future = TaskFuture()
         task = Task(future, msg_type, content, buffers, job, **options)
         future._handle = TaskHandle(core.control, task)
         if self.forward_output:
             task.origin = output.origin()
-        self._futures.add(future)
+        core.futures.add(future)
         for dependency in (job.after, job.follow):
             for dep in dependency.futures if dependency else ():
                 dep.add_done_callback(lambda _f: core.bridge.call_soon(core.dispatch.schedule))
@@ -285,12 +318,21 @@ class Pool(Executor):
         (``True`` or a dict of tqdm options).  ``retries`` reruns a chunk on
         another engine if its engine dies, as for :meth:`submit`.
         """
+        if timeout is not None and not _is_number(timeout):
+            raise TypeError(
+                f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
+            )
+        _check_retries(retries)
+        if chunksize is not None and (
+            not isinstance(chunksize, int) or isinstance(chunksize, bool)
+        ):
+            raise TypeError(f"chunksize must be an int, got {type(chunksize).__name__}")
+        if chunksize is not None and chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, got {chunksize}")
         deadline = None if timeout is None else time.monotonic() + timeout
         items = list(zip(*iterables, strict=False))
         if chunksize is None:
             chunksize = max(1, math.ceil(len(items) / (4 * max(1, len(self._core.records)))))
-        elif chunksize < 1:
-            raise ValueError(f"chunksize must be at least 1, got {chunksize}")
         if chunksize == 1:
             runner, frames = fn, serialize.pack(fn)
             futures = [self._submit_packed(runner, args, frames, retries) for args in items]
@@ -407,30 +449,29 @@ class Pool(Executor):
     # ------------------------------------------------------------------ shutdown
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop accepting tasks; optionally cancel the pending ones; stop owned engines.
+        """Stop accepting tasks; let the submitted ones finish; then stop the owned engines.
 
-        Kernels attached with :meth:`connect` are left running.
+        ``cancel_futures=True`` cancels the tasks that have not started.  With
+        ``wait=False`` this returns at once and the engines stop once the work
+        is done; with ``wait=True`` it returns when they are stopped.  Kernels
+        attached with :meth:`connect` are left running.
         """
         core = self._core
-        if core.stopped:
-            return
-        if core.bridge.on_loop:
+        if wait and core.bridge.on_loop:
             raise RuntimeError("shutdown() blocks; it cannot be called from a pool callback")
         core.closed = True
         if cancel_futures:
             for future in self.futures():
                 future.cancel()
+        self._finalizer.detach()
+        done = lifecycle.wind_down(core)
         if wait:
-            concurrent.futures.wait(self.futures())
-        self._teardown()
+            lifecycle.wait(core, done)
 
     def _teardown(self) -> None:
-        """Stop the engines and remove the pool's files, once (also after a failed start)."""
+        """A start failed: stop the engines that did start and remove the pool's files."""
         core = self._core
         core.closed = True
-        finalizer = getattr(self, "_finalizer", None)
-        if finalizer is not None:
-            finalizer.detach()
         if not core.stopped and core.bridge.thread.is_alive():
             core.stopped = True
             with contextlib.suppress(Exception):
@@ -443,23 +484,78 @@ class Pool(Executor):
         return f"<Pool of {len(self._core.records)} engines ({states})>"
 
 
-#: Clean-ups of dropped pools running on the loop (referenced until done).
-_abandoned: set[asyncio.Task[None]] = set()
+def _engine_count(max_workers: Any, n: Any) -> int:
+    """How many engines to start: ``max_workers`` (or its other name ``n``), by default
+    one per CPU of this machine."""
+    if max_workers is not None and n is not None:
+        raise TypeError("Pool() got both max_workers and n (the same thing); pass one")
+    count = max_workers if max_workers is not None else n
+    if count is None:
+        return os.cpu_count() or 1
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise TypeError(f"max_workers must be an int, got {type(count).__name__} {count!r}")
+    if count <= 0:
+        raise ValueError("max_workers must be greater than 0")
+    return count
 
 
-def _abandon(core: PoolCore) -> None:
-    """A pool dropped without shutdown: close its sockets and stop the engines it started.
+def _check_mp_context(mp_context: Any) -> None:
+    if mp_context is not None:
+        raise ValueError(
+            "a Pool's engines are Jupyter kernels started from a kernelspec, not "
+            f"multiprocessing processes: mp_context must be None, got {mp_context!r}"
+        )
 
-    The loop is shared with other pools and lives on.  The garbage collector
-    may call this on the loop's own thread, which must not wait for the loop.
-    """
-    bridge = core.bridge
-    if not bridge.thread.is_alive():
+
+def _pack_initializer(
+    initializer: Callable[..., Any] | None, initargs: Iterable[Any]
+) -> tuple[dict[str, Any], list[Any]] | None:
+    """The ``initializer(*initargs)`` call each engine runs first, packed once."""
+    if initializer is None:
+        return None
+    if not callable(initializer):
+        raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+    return serialize.pack_apply(initializer, tuple(initargs), {})
+
+
+def _check_engine(engine: Any) -> int | None:
+    if engine is not None and (not isinstance(engine, int) or isinstance(engine, bool)):
+        raise TypeError(f"engine must be an engine id (an int), got {type(engine).__name__}")
+    return engine
+
+
+def _dependency(name: str, value: Any) -> Dependency | None:
+    """``after=`` or ``follow=`` as a :class:`Dependency` whose items are all futures."""
+    try:
+        dependency = Dependency.coerce(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a future, an iterable of futures or a Dependency, "
+            f"got {type(value).__name__}"
+        ) from None
+    for item in dependency.futures if dependency is not None else ():
+        if not isinstance(item, concurrent.futures.Future):
+            raise TypeError(f"{name} must hold futures, got {type(item).__name__} {item!r}")
+    return dependency
+
+
+def _check_retries(retries: Any) -> None:
+    if not isinstance(retries, int) or isinstance(retries, bool):
+        raise TypeError(f"retries must be an int, got {type(retries).__name__}")
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, got {retries}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is None:
         return
-    if bridge.on_loop:
-        task = bridge.loop.create_task(core.engines.abandon())
-        _abandoned.add(task)
-        task.add_done_callback(_abandoned.discard)
-        return
-    with contextlib.suppress(Exception):
-        bridge.run(core.engines.abandon(), timeout=30)
+    if not _is_number(timeout):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
+        )
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")

@@ -12,7 +12,10 @@ finalizer can still stop the engines.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +47,9 @@ class PoolOptions:
     transport: str = "auto"
     transport_encryption: str = "auto"
     task_channel: bool = True
+    #: The packed ``initializer(*initargs)`` call every engine runs before it takes
+    #: tasks (an ``apply_request``'s content and buffers), or ``None``.
+    initializer: tuple[dict[str, Any], list[Any]] | None = None
 
 
 class PoolCore:
@@ -70,6 +76,12 @@ class PoolCore:
         self.closed = False
         #: The engines were stopped.
         self.stopped = False
+        #: Why the pool can no longer run tasks (no engine can be started), or ``None``.
+        self.broken: str | None = None
+        #: The futures of the pool's tasks (a task holds its future until it is done).
+        self.futures: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Done once the pool has wound down (see :mod:`.lifecycle`); ``None`` before.
+        self.winding: concurrent.futures.Future[None] | None = None
 
     @property
     def records(self) -> dict[int, EngineRecord]:
@@ -96,6 +108,17 @@ class PoolCore:
 
     # -- the end
 
+    async def work_done(self) -> None:
+        """Return once every task submitted to the pool is done (no new ones come: it is closed)."""
+        loop = asyncio.get_running_loop()
+        while pending := [f for f in list(self.futures) if not f.done()]:
+            for future in pending:
+                waiter = loop.create_future()
+                future.add_done_callback(
+                    lambda _f, waiter=waiter: loop.call_soon_threadsafe(_wake, waiter)
+                )
+                await waiter
+
     async def stop(self) -> None:
         """Stop the engines and fail whatever is left undone (the pool is shut down)."""
         dispatch = self.dispatch
@@ -107,6 +130,21 @@ class PoolCore:
             dispatch.resolve(task, error=EngineDied("the pool was shut down"))
         self.bridge.cancel_background()
 
+    async def kill(self) -> None:
+        """Stop at once: kill the engines the pool started and fail what is left undone."""
+        self.closed = self.stopped = True
+        await self.engines.abandon()
+        dispatch = self.dispatch
+        left = [a.task for a in dispatch.attempts.values()] + list(dispatch.queued_tasks())
+        for task in left:
+            dispatch.resolve(task, error=EngineDied("the pool was stopped at once"))
+        self.bridge.cancel_background()
+
     def cleanup(self) -> None:
         """Remove the pool's files (engines' stderr), once the engines are stopped."""
         self._stderr_dir.cleanup()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

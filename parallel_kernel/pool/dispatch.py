@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import protocol, serialize
-from ..errors import EngineDied, RemoteError, TaskAborted, TaskInterrupted, TaskTimeout
+from ..errors import EngineDied, PoolBroken, RemoteError, TaskAborted, TaskInterrupted, TaskTimeout
 from . import output
 from .costs import Costs
 from .tasks import Attempt, Setback, Task, TaskState, decide
@@ -383,9 +383,19 @@ class Dispatcher:
         task.future._release()
 
     def fail_if_no_engines(self) -> None:
-        """With every engine dead for good, fail the queued tasks instead of holding them."""
-        if any(e.living for e in self.core.records.values()):
+        """With every engine dead for good, the pool is broken: fail the queued tasks
+        instead of holding them (and, from then on, every submit)."""
+        core = self.core
+        if core.stopped or any(e.living for e in core.records.values()):
             return
+        if core.broken is None:
+            rejected = core.engines.rejected
+            if rejected and len(rejected) == len(core.records):
+                core.broken = "the initializer failed on every engine"
+            elif rejected:
+                core.broken = "every engine of the pool is dead or failed its initializer"
+            else:
+                core.broken = "every engine of the pool is dead"
         for task in list(self.queued_tasks()):
-            self.resolve(task, error=EngineDied("every engine of the pool is dead"))
+            self.resolve(task, error=PoolBroken(core.broken))
         self.scheduler.queue.clear()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import protocol
-from ..errors import EngineDied, EngineStartError
+from ..errors import EngineDied, EngineStartError, RemoteError
 from . import launch
 from .connection import EngineConnection, kernel_client
 from .engine_state import SERVING, EngineRecord, EngineState
@@ -32,6 +32,8 @@ POLL_INTERVAL = 0.5
 SHUTDOWN_TIMEOUT = 15.0
 
 log = logging.getLogger(__name__)
+#: Where a failing initializer is reported (at CRITICAL, as ``concurrent.futures`` does).
+init_log = logging.getLogger("parallel_kernel")
 
 
 class EngineSet:
@@ -40,6 +42,8 @@ class EngineSet:
     def __init__(self, core: PoolCore) -> None:
         self.core = core
         self.records: dict[int, EngineRecord] = {}
+        #: Engines left out because their initializer failed.
+        self.rejected: set[int] = set()
 
     def _add(self, engine_id: int, manager: Any, connection_file: str) -> EngineRecord:
         core = self.core
@@ -65,7 +69,8 @@ class EngineSet:
         record.stderr_path = launcher.stderr_path(engine_id)
         await launcher.start(record)
         await self._open(record)
-        record.watcher = asyncio.ensure_future(self._watch_process(record))
+        if record.serving:
+            record.watcher = asyncio.ensure_future(self._watch_process(record))
 
     async def connect(self, files: list[str]) -> None:
         """Attach to running kernels, given their connection files."""
@@ -109,8 +114,39 @@ class EngineSet:
         task_port = parallel.get("task_port")
         if core.options.task_channel and isinstance(task_port, int) and task_port > 0:
             engine.connection.connect_task(task_port)
+        if core.options.initializer is not None and not await self._initialize(engine):
+            return
         engine.ready()
         core.dispatch.schedule()
+
+    async def _initialize(self, engine: EngineRecord) -> bool:
+        """Run the pool's initializer on the engine; if it fails, leave the engine out."""
+        content, buffers = self.core.options.initializer
+        reply = self.core.requests.send(engine, "shell", protocol.APPLY_REQUEST, content, buffers)
+        while not reply.done():
+            await asyncio.wait({reply}, timeout=0.2)
+            manager = engine.manager
+            if not reply.done() and manager is not None and not await manager.is_alive():
+                reply.cancel()
+                await self._reject(engine, "its process exited while running the initializer")
+                return False
+        result = reply.result()["content"]
+        if result.get("status") == "ok":
+            return True
+        error = RemoteError(
+            result.get("ename", "Error"), result.get("evalue", ""), result.get("traceback", [])
+        )
+        await self._reject(
+            engine, f"its initializer failed\n{error.render_traceback() or error.ename}"
+        )
+        return False
+
+    async def _reject(self, engine: EngineRecord, why: str) -> None:
+        """Leave an engine out for good: it could not be initialized."""
+        init_log.critical("Engine %d is not used: %s", engine.id, why)
+        self.rejected.add(engine.id)
+        await self._stop_one(engine)
+        self.core.dispatch.fail_if_no_engines()
 
     async def _handshake(self, engine: EngineRecord) -> dict[str, Any]:
         """``kernel_info`` until it is answered and some IOPub message has arrived."""
@@ -151,7 +187,7 @@ class EngineSet:
 
     async def _watch_process(self, engine: EngineRecord) -> None:
         """Notice an owned engine's process dying, within POLL_INTERVAL."""
-        while True:
+        while engine.state is not EngineState.STOPPED:
             await asyncio.sleep(POLL_INTERVAL)
             alive = engine.manager is None or await engine.manager.is_alive()
             if engine.state in SERVING and not alive:
@@ -219,7 +255,7 @@ class EngineSet:
 
     async def _stop_one(self, engine: EngineRecord) -> None:
         """Close one engine's sockets; shut it down (killing it if slow) if the pool owns it."""
-        if engine.watcher is not None:
+        if engine.watcher is not None and engine.watcher is not asyncio.current_task():
             engine.watcher.cancel()
         self._disconnect(engine)
         was_stopped = engine.state is EngineState.STOPPED
@@ -236,12 +272,15 @@ class EngineSet:
             launch.remove_sockets(manager)
 
     async def abandon(self) -> None:
-        """A dropped pool: close the sockets and kill the engines it started, at once."""
+        """Stop at once: close the sockets and kill the engines the pool started."""
         for engine in self.records.values():
             if engine.watcher is not None:
                 engine.watcher.cancel()
             self._disconnect(engine)
-            if engine.manager is not None and engine.state is not EngineState.STOPPED:
+            manager = engine.manager
+            if manager is not None and engine.state is not EngineState.STOPPED:
                 with contextlib.suppress(Exception):
-                    await engine.manager.shutdown_kernel(now=True)
+                    await manager.shutdown_kernel(now=True)
             engine.stop()
+            if manager is not None:
+                launch.remove_sockets(manager)

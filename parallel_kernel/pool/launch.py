@@ -20,6 +20,8 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 
+from .runtime_files import EngineManager
+
 #: Arguments every engine the pool starts gets (no history file shared by the engines).
 ENGINE_ARGS = ["--HistoryManager.hist_file=:memory:"]
 #: glibc tunable the pool adds to its engines' environment on Linux: malloc backs its
@@ -112,7 +114,7 @@ class Launcher:
         runtime_dir = jupyter_runtime_dir()
         os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
         connection_file = os.path.join(runtime_dir, f"kernel-{uuid.uuid4()}.json")
-        manager = AsyncKernelManager(
+        manager = EngineManager(
             kernel_name=self.kernel_name,
             transport=self.transport,
             connection_file=connection_file,

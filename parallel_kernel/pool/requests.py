@@ -18,12 +18,17 @@ class Requests:
         self._waiting: dict[str, tuple[asyncio.Future[dict[str, Any]], int]] = {}
 
     def send(
-        self, engine: Any, channel: str, msg_type: str, content: dict[str, Any]
+        self,
+        engine: Any,
+        channel: str,
+        msg_type: str,
+        content: dict[str, Any],
+        buffers: list[Any] | None = None,
     ) -> asyncio.Future[dict[str, Any]]:
         """Send a request to ``engine`` and return a future for its reply message."""
         if engine.connection is None:
             raise ConnectionError(f"engine {engine.id} has no connection")
-        msg_id = engine.connection.send(channel, msg_type, content)
+        msg_id = engine.connection.send(channel, msg_type, content, buffers)
         waiter: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._waiting[msg_id] = (waiter, engine.id)
         return waiter
