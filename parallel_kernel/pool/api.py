@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol, remote, serialize
-from ..errors import RemoteError
+from ..errors import EngineTimeout, RemoteError
 from . import output
-from .control import CONTROL_TIMEOUT, TaskHandle
+from .control import TaskHandle
 from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
 from .engine_state import EngineState
 from .futures import TaskFuture, _progress
@@ -326,72 +326,114 @@ class Pool(Executor):
     def _map_results(
         futures: list[TaskFuture], chunked: bool, deadline: float | None, bar: Any
     ) -> Iterator[Any]:
-        """Yield results in order, letting go of each future once its result is yielded;
-        an early stop (or the deadline) cancels the rest."""
+        """Yield results in order, letting go of each result once it is yielded (of a
+        chunk too); an early stop (or the deadline) cancels the rest."""
         try:
             futures.reverse()
             while futures:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError("map did not finish within its timeout")
-                value = futures[-1].result(remaining)
-                futures.pop()
-                if chunked:
-                    yield from value
-                else:
-                    yield value
+                futures[-1].result(remaining)
+                if not chunked:
+                    # yielded straight from the future, so this frame keeps no reference
+                    yield futures.pop().result()
+                    continue
+                chunk = futures.pop().result()
+                chunk.reverse()
+                while chunk:
+                    yield chunk.pop()
         finally:
             for future in futures:
                 future.cancel()
             if bar is not None:
                 bar.close()
 
-    def broadcast(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> list[Any]:
-        """Run ``fn(*args, **kwargs)`` once on every engine; results in engine order."""
+    def broadcast(
+        self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Run ``fn(*args, **kwargs)`` once on every engine; results in engine order.
+
+        ``timeout`` is reserved (it is not passed to ``fn``; use a
+        ``functools.partial`` for a function that takes one): seconds to wait
+        for every engine, after which :class:`~parallel_kernel.EngineTimeout`
+        names the engines that did not answer.  Their calls are cancelled if
+        they had not started, else left to finish; the pool keeps serving.
+        """
+        _check_timeout(timeout)
         content, buffers = serialize.pack_apply(fn, args, kwargs)
-        futures = [
-            self._submit_message(protocol.APPLY_REQUEST, content, buffers, Job(target=e.id))
+        futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
+        return [future.result() for future in _answered(futures, timeout, "broadcast")]
+
+    def _on_every_engine(
+        self, msg_type: str, content: dict[str, Any], buffers: list[Any]
+    ) -> dict[int, TaskFuture]:
+        """Submit one request to each engine still taking part; futures by engine id, in order."""
+        return {
+            e.id: self._submit_message(msg_type, content, buffers, Job(target=e.id))
             for e in self.engines
             if e.state not in _GONE
-        ]
-        return [future.result() for future in futures]
+        }
 
-    def push(self, values: dict[str, Any]) -> None:
-        """Set these names in every engine's namespace."""
-        self.broadcast(remote.push, dict(values))
+    def push(self, values: dict[str, Any], *, timeout: float | None = None) -> None:
+        """Set these names in every engine's namespace (``timeout`` as for :meth:`broadcast`)."""
+        _check_timeout(timeout)
+        content, buffers = serialize.pack_apply(remote.push, (dict(values),), {})
+        futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
+        for future in _answered(futures, timeout, "push"):
+            future.result()
 
-    def pull(self, names: str | Iterable[str]) -> list[Any]:
-        """Read a name (or a list of names) from every engine's namespace, in engine order."""
-        return self.broadcast(remote.pull, names if isinstance(names, str) else list(names))
+    def pull(self, names: str | Iterable[str], *, timeout: float | None = None) -> list[Any]:
+        """Read a name (or a list of names) from every engine's namespace, in engine order
+        (``timeout`` as for :meth:`broadcast`)."""
+        _check_timeout(timeout)
+        wanted = names if isinstance(names, str) else list(names)
+        content, buffers = serialize.pack_apply(remote.pull, (wanted,), {})
+        futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
+        return [future.result() for future in _answered(futures, timeout, "pull")]
 
-    def execute(self, code: str) -> list[TaskFuture]:
+    def execute(self, code: str, *, timeout: float | None = None) -> list[TaskFuture]:
         """Run ``code`` as a cell on every engine; return the finished futures (``stdout`` ...).
 
-        Raises :class:`RemoteError` for the first engine where the code failed.
+        Raises :class:`RemoteError` for the first engine where the code failed;
+        ``timeout`` as for :meth:`broadcast`.
         """
+        _check_timeout(timeout)
         content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
-        futures = [
-            self._submit_message("execute_request", content, [], Job(target=e.id))
-            for e in self.engines
-            if e.state not in _GONE
-        ]
+        requests = self._on_every_engine("execute_request", content, [])
+        futures = _answered(requests, timeout, "execute")
         for future in futures:
             future.result()
         return futures
 
-    def clear(self) -> None:
-        """Reset every engine's namespace (and re-run its start-up code)."""
+    def clear(self, *, timeout: float | None = None) -> None:
+        """Reset every engine's namespace (and re-run its start-up code).
+
+        An engine clears once the code it runs has returned.  ``timeout``:
+        seconds to wait for every engine, after which
+        :class:`~parallel_kernel.EngineTimeout` names those that did not
+        answer (they still clear when they get to it).
+        """
+        _check_timeout(timeout)
         core = self._core
 
-        async def clear_all() -> list[dict[str, Any]]:
-            waiters = [
-                core.requests.send(e, "control", protocol.CLEAR_REQUEST, {})
+        async def clear_all() -> tuple[list[dict[str, Any]], list[int]]:
+            waiters = {
+                e.id: core.requests.send(e, "control", protocol.CLEAR_REQUEST, {})
                 for e in core.records.values()
                 if e.connection is not None
-            ]
-            return await asyncio.wait_for(asyncio.gather(*waiters), CONTROL_TIMEOUT)
+            }
+            if waiters:
+                await asyncio.wait(waiters.values(), timeout=timeout)
+            late = [engine_id for engine_id, w in waiters.items() if not w.done()]
+            for engine_id in late:
+                core.requests.forget(waiters[engine_id])
+            return [w.result() for w in waiters.values() if w.done()], late
 
-        for reply in core.bridge.run(clear_all(), timeout=CONTROL_TIMEOUT + 5):
+        replies, late = core.bridge.run(clear_all(), timeout=None)
+        if late:
+            raise EngineTimeout(_no_answer("clear", late, timeout), late)
+        for reply in replies:
             content = reply["content"]
             if content.get("status") != "ok":
                 raise RemoteError(
@@ -441,6 +483,32 @@ class Pool(Executor):
     def __repr__(self) -> str:
         states = ", ".join(f"{e.id}:{e.state}" for e in self.engines)
         return f"<Pool of {len(self._core.records)} engines ({states})>"
+
+
+def _check_timeout(timeout: float | None) -> None:
+    """An all-engine call's ``timeout``: ``None`` or a positive number of seconds."""
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+
+
+def _no_answer(what: str, engine_ids: list[int], timeout: float | None) -> str:
+    names = ", ".join(str(i) for i in engine_ids)
+    plural = "s" if len(engine_ids) > 1 else ""
+    return f"{what}: no answer from engine{plural} {names} within {timeout:g} s"
+
+
+def _answered(futures: dict[int, TaskFuture], timeout: float | None, what: str) -> list[TaskFuture]:
+    """The futures of an all-engine call once all are done; ``EngineTimeout`` if some are
+    not within ``timeout`` (those not started yet are cancelled, the others run on)."""
+    concurrent.futures.wait(futures.values(), timeout=timeout)
+    late = [engine_id for engine_id, future in futures.items() if not future.done()]
+    if late:
+        for engine_id in late:
+            futures[engine_id].cancel()
+        raise EngineTimeout(_no_answer(what, late, timeout), late)
+    return list(futures.values())
 
 
 #: Clean-ups of dropped pools running on the loop (referenced until done).

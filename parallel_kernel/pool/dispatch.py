@@ -231,7 +231,7 @@ class Dispatcher:
             if attempt is None:
                 return
             state = content.get("execution_state")
-            if state == "busy" and attempt.reply is None and attempt.abort is None:
+            if state == "busy" and attempt.reply is None and attempt.abort in (None, "rerun"):
                 # (a request being aborted is answered after a busy status too)
                 attempt.task.start(attempt)
                 self.core.control.started(attempt)
@@ -291,6 +291,9 @@ class Dispatcher:
                     engine_id=attempt.engine_id,
                 )
                 self.resolve(task, error=error)
+            elif attempt.abort == "rerun":
+                # a cancel that got no answer in time said False: the task must run
+                self._apply(task, Setback.NEVER_STARTED, None, None)
             elif attempt.abort != "cancel":
                 self.resolve(task, error=TaskAborted("the engine aborted this task"))
         elif metadata.get("dependencies_met") is False:

@@ -94,6 +94,7 @@ class EngineSet:
             )
         engine.uuid = parallel.get("engine_uuid")
         engine.reports_start = protocol.APPLY_STARTED in parallel.get("task_events", ())
+        engine.aims_interrupts = "interrupt_request" in parallel.get("control_requests", ())
         if engine.owned and parallel.get("engine_id") != engine.id:
             # a provisioner's launcher dropped the pool's --ParallelKernel.engine_id
             await core.requests.send(
