@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "kernel":
+    if argv[:2] == ["kernel", "install"]:
+        argv = argv[1:]  # ipykernel's own subcommand would install the stock python3 spec
+    elif argv and argv[0] == "kernel":
         return _run_kernel(argv[1:])
     if argv and argv[0] == "ipengine":
         from .ipengine import main as run_engine

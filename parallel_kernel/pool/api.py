@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol, remote, serialize
-from ..errors import EngineTimeout, RemoteError
+from ..errors import EngineTimeout, RemoteError, TaskInterrupted
 from . import output
-from .control import TaskHandle
+from .control import Control, TaskHandle
 from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
 from .engine_state import EngineState
 from .futures import TaskFuture, _progress
@@ -47,6 +47,9 @@ class _Option:
             return self
         return getattr(pool._core.options, self.name)
 
+
+#: Seconds a kernel given to :meth:`Pool.connect` has to answer.
+CONNECT_TIMEOUT = 10.0
 
 #: Engines that no longer take part: all-engine calls leave them out.
 _GONE = (EngineState.DEAD, EngineState.STOPPED)
@@ -115,6 +118,7 @@ class Pool(Executor):
         transport_encryption: str = "auto",
         task_channel: bool = True,
         _connection_files: list[str] | None = None,
+        _skip_unreachable: bool = False,
     ) -> None:
         if hwm < 1:
             raise ValueError(f"hwm must be at least 1, got {hwm}")
@@ -147,7 +151,8 @@ class Pool(Executor):
                 core.bridge.run(core.engines.start(n), timeout=startup_timeout * 2 + 10)
             else:
                 core.bridge.run(
-                    core.engines.connect(_connection_files), timeout=startup_timeout + 10
+                    core.engines.connect(_connection_files, skip_unreachable=_skip_unreachable),
+                    timeout=startup_timeout + 10,
                 )
         except BaseException:
             self._teardown()
@@ -164,18 +169,46 @@ class Pool(Executor):
     task_channel = _Option()
 
     @classmethod
-    def connect(cls, connection_files: Iterable[str | os.PathLike[str]], **options: Any) -> Pool:
+    def connect(
+        cls,
+        connection_files: Iterable[str | os.PathLike[str]],
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        on_unreachable: str = "raise",
+        **options: Any,
+    ) -> Pool:
         """A pool of kernels that are already running, given their connection files.
+
+        A bare file name (``kernel-1234.json``, as ``%connect_info`` prints it)
+        is looked up in the current directory, then in the Jupyter runtime
+        directory, as ``jupyter console --existing`` does.  Each kernel gets
+        ``timeout`` seconds to answer; one that does not (a stale file of a
+        kernel that is gone) raises :class:`~parallel_kernel.EngineTimeout`
+        naming the file with ``on_unreachable="raise"`` (the default), or is
+        left out with ``on_unreachable="skip"`` (it shows as ``stopped`` in
+        :attr:`engines`; the connect still fails if no kernel answers).
 
         The pool never shuts these kernels down and never restarts them; an
         engine that dies is reported (its tasks fail with ``EngineDied``) and
         left out.  Works with any kernel of this package, e.g. the one behind
         a notebook (``%connect_info`` there shows its connection file).
         """
-        files = [str(Path(f).expanduser()) for f in connection_files]
+        if on_unreachable not in ("raise", "skip"):
+            raise ValueError(f"on_unreachable must be 'raise' or 'skip', got {on_unreachable!r}")
+        _check_timeout(timeout)
+        if timeout is None:
+            raise ValueError("connect() needs a timeout in seconds, got None")
+        if "startup_timeout" in options:
+            raise TypeError("connect() takes timeout=, not startup_timeout=")
+        files = [_find_connection_file(f) for f in connection_files]
         if not files:
             raise ValueError("connect() needs at least one connection file")
-        return cls(_connection_files=files, **options)
+        return cls(
+            _connection_files=files,
+            _skip_unreachable=on_unreachable == "skip",
+            startup_timeout=timeout,
+            **options,
+        )
 
     @property
     def engines(self) -> list[Engine]:
@@ -309,12 +342,14 @@ class Pool(Executor):
             caller = contextvars.copy_context()
             for future, size in zip(futures, sizes, strict=True):
 
-                def advance(_f: Any, size: int = size) -> None:
+                def advance(f: Any, size: int = size) -> None:
+                    if f.cancelled() or isinstance(f.exception(), TaskInterrupted):
+                        return  # only finished items count
                     with lock:
                         caller.run(bar.update, size)
 
                 future.add_done_callback(advance)
-        return self._map_results(futures, chunksize > 1, deadline, bar)
+        return self._map_results(futures, chunksize > 1, deadline, bar, self._core.control)
 
     def _submit_packed(
         self, fn: Any, args: tuple[Any, ...], frames: list[Any], retries: int
@@ -324,10 +359,16 @@ class Pool(Executor):
 
     @staticmethod
     def _map_results(
-        futures: list[TaskFuture], chunked: bool, deadline: float | None, bar: Any
+        futures: list[TaskFuture],
+        chunked: bool,
+        deadline: float | None,
+        bar: Any,
+        control: Control,
     ) -> Iterator[Any]:
         """Yield results in order, letting go of each result once it is yielded (of a
-        chunk too); an early stop (or the deadline) cancels the rest."""
+        chunk too); an early stop (or the deadline) cancels the rest, and a
+        KeyboardInterrupt (Ctrl-C) also interrupts what runs."""
+        interrupt = False
         try:
             futures.reverse()
             while futures:
@@ -343,9 +384,13 @@ class Pool(Executor):
                 chunk.reverse()
                 while chunk:
                     yield chunk.pop()
+        except KeyboardInterrupt:
+            interrupt = True
+            raise
         finally:
-            for future in futures:
-                future.cancel()
+            tasks = [f._handle.task for f in futures if f._handle is not None and not f.done()]
+            if tasks:
+                control.stop([t for t in tasks if t is not None], interrupt=interrupt)
             if bar is not None:
                 bar.close()
 
@@ -483,6 +528,24 @@ class Pool(Executor):
     def __repr__(self) -> str:
         states = ", ".join(f"{e.id}:{e.state}" for e in self.engines)
         return f"<Pool of {len(self._core.records)} engines ({states})>"
+
+
+def _find_connection_file(name: str | os.PathLike[str]) -> str:
+    """A connection file's path: as given if it exists, else a bare name looked up as
+    ``jupyter console --existing`` does (current directory, then the runtime directory)."""
+    path = Path(name).expanduser()
+    if path.is_file() or path.parent != Path("."):
+        return str(path)
+    from jupyter_client import find_connection_file
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    try:
+        return find_connection_file(str(path))
+    except OSError:
+        raise FileNotFoundError(
+            f"no connection file {str(path)!r} here or in the Jupyter runtime directory "
+            f"{jupyter_runtime_dir()}"
+        ) from None
 
 
 def _check_timeout(timeout: float | None) -> None:

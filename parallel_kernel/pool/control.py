@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import enum
 from typing import TYPE_CHECKING
 
@@ -151,6 +152,66 @@ class Control:
         if attempt.msg_id in reply["content"].get("pending", []):
             return Abort.PENDING
         return Abort.STARTED
+
+    # -- stop many (an abandoned map)
+
+    def stop(self, tasks: list[Task], *, interrupt: bool) -> None:
+        """Cancel these tasks where they wait and, with ``interrupt``, interrupt those running;
+        at most about :data:`CANCEL_WAIT` + :data:`INTERRUPT_WAIT` seconds (from a user thread).
+
+        A queued task, or one its engine agrees to abort, ends cancelled (an
+        abort the engine reads late cancels it then); an interrupted one fails
+        with ``TaskInterrupted``; without ``interrupt`` a running one finishes.
+        """
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            self.core.bridge.run(
+                self._stop(tasks, interrupt), timeout=CANCEL_WAIT + INTERRUPT_WAIT + 5
+            )
+
+    async def _stop(self, tasks: list[Task], interrupt: bool) -> None:
+        waiting: dict[int, list[Attempt]] = {}
+        running: list[Attempt] = []
+        for task in tasks:
+            if self._cancel_queued(task):
+                task.future._cancelled_by_pool()
+                continue
+            attempt = task.attempt
+            if attempt is None or attempt.reply is not None:
+                continue
+            if attempt.started:
+                running.append(attempt)
+            elif self.core.records[attempt.engine_id].connection is not None:
+                attempt.abort = "stop"
+                waiting.setdefault(attempt.engine_id, []).append(attempt)
+        answers = await asyncio.gather(
+            *(self._abort_many(self.core.records[e], a) for e, a in waiting.items())
+        )
+        running += [attempt for started in answers for attempt in started]
+        if interrupt and running:
+            await asyncio.gather(
+                *(self.interrupt_attempt(self.core.records[a.engine_id], a) for a in running),
+                return_exceptions=True,
+            )
+
+    async def _abort_many(self, engine: EngineRecord, attempts: list[Attempt]) -> list[Attempt]:
+        """Abort these attempts at ``engine`` in one request; return those that had started."""
+        requests = self.core.requests
+        waiter = requests.send(
+            engine, "control", protocol.ABORT_REQUEST, {"msg_ids": [a.msg_id for a in attempts]}
+        )
+        try:
+            reply = await asyncio.wait_for(waiter, CANCEL_WAIT)
+        except TimeoutError:
+            requests.forget(waiter)
+            return []
+        except (EngineDied, ConnectionError):
+            return []
+        started = set(reply["content"].get("started", []))
+        for attempt in attempts:
+            if attempt.msg_id in started:
+                attempt.abort = None
+                attempt.started = True
+        return [a for a in attempts if a.msg_id in started and a.reply is None]
 
     # -- interrupt
 

@@ -78,6 +78,17 @@ class TaskFuture(concurrent.futures.Future):
 
     # -- for the pool (its loop thread)
 
+    def _cancelled_by_pool(self) -> None:
+        """The pool stopped the task before it ran (an abandoned map): the future is cancelled."""
+        with self._condition:
+            if self.done():
+                return
+            if not self.running():
+                super().cancel()
+                self.set_running_or_notify_cancel()
+                return
+        self.set_exception(concurrent.futures.CancelledError("stopped before it ran"))
+
     def _notify_running(self) -> None:
         """The engine started the task: ``running()`` becomes true."""
         with self._condition:
