@@ -470,10 +470,11 @@ class Pool(Executor):
             }
             if waiters:
                 await asyncio.wait(waiters.values(), timeout=timeout)
+            replies = [w.result() for w in waiters.values() if w.done()]
             late = [engine_id for engine_id, w in waiters.items() if not w.done()]
             for engine_id in late:
                 core.requests.forget(waiters[engine_id])
-            return [w.result() for w in waiters.values() if w.done()], late
+            return replies, late
 
         replies, late = core.bridge.run(clear_all(), timeout=None)
         if late:
