@@ -124,15 +124,19 @@ class ApplyRunner:
 
     def sigint_interrupts(self, msg_id: str | None) -> None:
         """Make SIGINT raise ``KeyboardInterrupt`` while request ``msg_id`` runs user code
-        (an interrupt aimed at another request is dropped: see :mod:`.interrupts`)."""
-        self.gate.enter(msg_id)
+        (an interrupt aimed at another request is dropped: see :mod:`.interrupts`).
+
+        Outside the main thread (a subshell) setting the handler raises, before
+        the gate records anything: only the main thread's requests are its.
+        """
         self.saved_sigint = set_signal_handler(SIGINT, self.gate.handler)
+        self.gate.enter(msg_id)
 
     def sigint_restore(self) -> None:
         """Put back the SIGINT handler from before :meth:`sigint_interrupts`."""
         if self.saved_sigint is not None:
             set_signal_handler(SIGINT, self.saved_sigint)
-        self.gate.leave()
+            self.gate.leave()
 
     def sigint_idle(self) -> None:
         """Stop turning SIGINT into KeyboardInterrupt once the user's code has returned.

@@ -34,7 +34,7 @@ class InterruptGate:
         self.target: str | None = None
 
     def enter(self, msg_id: str | None) -> None:
-        """The main thread is about to run ``msg_id``'s user code (before the handler goes in)."""
+        """The main thread is about to run ``msg_id``'s user code (its handler is in)."""
         with self._lock:
             self.running = msg_id
             self.target = None

@@ -489,7 +489,13 @@ class Pool(Executor):
                 )
 
     def interrupt(self, engine: int | None = None) -> None:
-        """Interrupt whatever runs on one engine, or on all of them."""
+        """Interrupt whatever runs on one engine, or on all of them.
+
+        Engines the pool started get SIGINT; an attached engine that does not
+        answer its ``interrupt_request`` at once is named by the
+        :class:`~parallel_kernel.EngineTimeout` raised (the request stays on
+        its way and interrupts what runs when the engine reads it).
+        """
         self._core.control.interrupt_all(engine)
 
     # ------------------------------------------------------------------ shutdown

@@ -262,7 +262,8 @@ class Control:
         :data:`INTERRUPT_WAIT` (its control thread waits for the GIL, which the
         task holds) and the pool started it, the pool sends SIGINT itself, if
         the attempt has started and is still unanswered; the request, read
-        late, then interrupts nothing.
+        late, then interrupts nothing.  Otherwise the request is left on its
+        way (it interrupts this task, or nothing).
         """
         if not engine.aims_interrupts:
             await self.interrupt_engine(engine)
@@ -281,12 +282,11 @@ class Control:
             return False
         else:
             return bool(reply["content"].get("interrupted", False))
-        if engine.manager is None:
-            return True  # on its way: it interrupts this task, or nothing
-        if attempt.reply is not None or not attempt.current or not attempt.started:
+        if attempt.reply is not None or not attempt.current:
             return False
-        await engine.manager.interrupt_kernel()
-        return True
+        if engine.manager is not None and attempt.started:
+            await engine.manager.interrupt_kernel()
+        return True  # else on its way: it interrupts this task, or nothing
 
     async def interrupt_engine(self, engine: EngineRecord) -> None:
         """Interrupt whatever runs on ``engine``; ``EngineTimeout`` if it does not answer."""

@@ -40,8 +40,10 @@ class TaskFuture(concurrent.futures.Future):
 
     ``cancel()`` cancels a task that has not been sent; for a task already
     queued at an engine it asks the engine to abort it, and succeeds if the
-    engine had not started it (so it will never run).  ``running()`` is true
-    once the engine has said it started the task.
+    engine had not started it (so it will never run).  An engine that does not
+    answer within a fraction of a second gets ``False``, and the task runs.
+    ``interrupt()`` interrupts this task or nothing, never a later one.
+    ``running()`` is true once the engine has said it started the task.
     """
 
     def __init__(self, handle: Handle | None = None) -> None:
