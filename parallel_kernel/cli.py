@@ -4,6 +4,8 @@ Subcommands: ``install``, ``uninstall``, ``demo``, ``kernel``, ``engine`` and
 ``ipengine``.  Options
 without a subcommand, for instance ``-f connection.json`` as in kernel.json,
 start the kernel with those options, the way ``python -m ipykernel`` does.
+``kernel install`` is ``install`` (not ipykernel's own subcommand, which would
+install the stock ``python3`` kernelspec).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ the task it was meant for or nothing, and neither ``interrupt()`` nor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -63,8 +64,9 @@ def test_a_late_interrupt_of_a_connected_engine_never_hits_the_next_task(
         wait_holding(a)
         assert a.interrupt() is True  # sent, naming a
         assert not a.done()  # answered while the engine could not read anything
-        # read once a returned: a is over, so the interrupt hits nothing
-        assert a.result(TIMEOUT) == "a done"
+        # read once the C call returned: a, if it still runs then, or nothing
+        with contextlib.suppress(TaskInterrupted):
+            assert a.result(TIMEOUT) == "a done"
         assert b.result(TIMEOUT) == "b done"
         assert pool.submit(quick).result(TIMEOUT) == "b done"
 
