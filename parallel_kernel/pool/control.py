@@ -261,8 +261,9 @@ class Control:
         request only if it runs.  If it does not answer within
         :data:`INTERRUPT_WAIT` (its control thread waits for the GIL, which the
         task holds) and the pool started it, the pool sends SIGINT itself, if
-        the attempt has started and is still unanswered; the request, read
-        late, then interrupts nothing.  Otherwise the request is left on its
+        the attempt has started, is still unanswered and no later request of
+        that engine has reported its start; the request, read late, then
+        interrupts nothing.  Otherwise the request is left on its
         way (it interrupts this task, or nothing).
         """
         if not engine.aims_interrupts:
@@ -284,7 +285,8 @@ class Control:
             return bool(reply["content"].get("interrupted", False))
         if attempt.reply is not None or not attempt.current:
             return False
-        if engine.manager is not None and attempt.started:
+        later_started = any(a.started for a in engine.inflight.values() if a is not attempt)
+        if engine.manager is not None and attempt.started and not later_started:
             await engine.manager.interrupt_kernel()
         return True  # else on its way: it interrupts this task, or nothing
 
