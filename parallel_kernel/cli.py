@@ -4,6 +4,8 @@ Subcommands: ``install``, ``uninstall``, ``demo``, ``clean``, ``kernel``,
 ``engine`` and ``ipengine``.  Options
 without a subcommand, for instance ``-f connection.json`` as in kernel.json,
 start the kernel with those options, the way ``python -m ipykernel`` does.
+``kernel install`` is ``install`` (not ipykernel's own subcommand, which would
+install the stock ``python3`` kernelspec).
 """
 
 from __future__ import annotations
@@ -151,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "kernel":
+    if argv[:2] == ["kernel", "install"]:
+        argv = argv[1:]  # ipykernel's own subcommand would install the stock python3 spec
+    elif argv and argv[0] == "kernel":
         return _run_kernel(argv[1:])
     if argv and argv[0] == "ipengine":
         from .ipengine import main as run_engine

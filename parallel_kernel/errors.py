@@ -6,6 +6,7 @@ The pool's exceptions form one hierarchy under :class:`ParallelError`::
     ├── RemoteError            the task raised on its engine
     │   └── TaskInterrupted    ... KeyboardInterrupt: the task was interrupted
     ├── TaskTimeout            the task ran longer than its timeout (also a TimeoutError)
+    ├── EngineTimeout          engines did not answer an all-engine call in time (a TimeoutError)
     ├── TaskAborted            the engine answered "aborted" (an abort from another client)
     ├── EngineDied             the engine running the task died (also a BrokenProcessPool)
     ├── PoolBroken             the pool can no longer start any engine (also a BrokenProcessPool)
@@ -83,6 +84,18 @@ class TaskInterrupted(RemoteError):
 
 class TaskTimeout(ParallelError, TimeoutError):
     """The task ran longer than its ``timeout`` and was interrupted."""
+
+
+class EngineTimeout(ParallelError, TimeoutError):
+    """Engines did not answer in time (``broadcast``, ``push``, ``pull``, ``execute``,
+    ``clear``, ``interrupt``, ``connect``); ``engine_ids`` names them."""
+
+    def __init__(self, message: str, engine_ids: list[int]) -> None:
+        super().__init__(message)
+        self.engine_ids = list(engine_ids)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.engine_ids)
 
 
 class TaskAborted(ParallelError):

@@ -29,7 +29,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from signal import SIGINT, default_int_handler
+from signal import SIGINT
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ from .. import serialize
 from ..namespace import bind_to_namespace, carried_names
 from . import compat, ipyparallel_format
 from .compat import set_signal_handler
+from .interrupts import InterruptGate
 from .replies import send_tracked
 
 #: The context a call runs in when its function carried no names.
@@ -116,18 +117,26 @@ class ApplyRunner:
     def __init__(self, host: ApplyHost) -> None:
         self.host = host
         self.saved_sigint: Any = None
+        self.gate = InterruptGate()
         self._traceback_lock = threading.Lock()
 
     # ------------------------------------------------------------------ SIGINT
 
-    def sigint_interrupts(self) -> None:
-        """Make SIGINT raise ``KeyboardInterrupt`` (while a handler runs user code)."""
-        self.saved_sigint = set_signal_handler(SIGINT, default_int_handler)
+    def sigint_interrupts(self, msg_id: str | None) -> None:
+        """Make SIGINT raise ``KeyboardInterrupt`` while request ``msg_id`` runs user code
+        (an interrupt aimed at another request is dropped: see :mod:`.interrupts`).
+
+        Outside the main thread (a subshell) setting the handler raises, before
+        the gate records anything: only the main thread's requests are its.
+        """
+        self.saved_sigint = set_signal_handler(SIGINT, self.gate.handler)
+        self.gate.enter(msg_id)
 
     def sigint_restore(self) -> None:
         """Put back the SIGINT handler from before :meth:`sigint_interrupts`."""
         if self.saved_sigint is not None:
             set_signal_handler(SIGINT, self.saved_sigint)
+            self.gate.leave()
 
     def sigint_idle(self) -> None:
         """Stop turning SIGINT into KeyboardInterrupt once the user's code has returned.
@@ -138,6 +147,7 @@ class ApplyRunner:
         """
         if self.saved_sigint is not None and threading.current_thread() is threading.main_thread():
             set_signal_handler(SIGINT, self.saved_sigint)
+            self.gate.leave()
 
     # ------------------------------------------------------------------ the call
 
@@ -217,7 +227,9 @@ class ApplyRunner:
     async def _complete_later(self, call: ApplyCall, send: Send, fail: Fail | None) -> None:
         """Await the call's coroutine, then send its reply."""
         try:
-            call.result, call.error = await self._await_interruptibly(call.pending, call.name)
+            call.result, call.error = await self._await_interruptibly(
+                call.pending, call.name, call.parent["header"].get("msg_id")
+            )
             waiting = self._send(call, send)
         except BaseException as exc:
             if fail is None:
@@ -266,7 +278,9 @@ class ApplyRunner:
         )
         return sent.get("tracker") if sent else None
 
-    async def _await_interruptibly(self, awaitable: Any, name: str) -> tuple[Any, ExcInfo | None]:
+    async def _await_interruptibly(
+        self, awaitable: Any, name: str, msg_id: str | None
+    ) -> tuple[Any, ExcInfo | None]:
         """Await a task's coroutine; an interrupt cancels it and reports KeyboardInterrupt.
 
         SIGINT while the event loop runs would otherwise raise inside the loop
@@ -277,12 +291,15 @@ class ApplyRunner:
         previous = None
         if threading.current_thread() is threading.main_thread():
             loop = asyncio.get_running_loop()
+            gate = self.gate
 
             def cancel_on_sigint(signum: int, frame: Any) -> None:
                 nonlocal interrupted
-                interrupted = True
-                loop.call_soon_threadsafe(future.cancel)
+                if gate.wanted():
+                    interrupted = True
+                    loop.call_soon_threadsafe(future.cancel)
 
+            gate.enter(msg_id)
             previous = set_signal_handler(SIGINT, cancel_on_sigint)
         try:
             return await future, None
@@ -294,6 +311,7 @@ class ApplyRunner:
         finally:
             if previous is not None:
                 set_signal_handler(SIGINT, previous)
+                self.gate.leave()
 
     @staticmethod
     async def wait_until_sent(tracker: Any) -> None:

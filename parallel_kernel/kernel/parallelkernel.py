@@ -1,14 +1,16 @@
 """ParallelKernel: an IPython kernel that is also a task-queue engine.
 
 Everything ``IPythonKernel`` does is inherited unchanged.  On top of it this
-class answers three messages (``docs/protocol.md`` is the reference):
+class answers four messages (``docs/protocol.md`` is the reference):
 
 * ``apply_request`` (shell): call a serialized function in the user namespace
   and send the result back in the buffers of ``apply_reply``;
 * ``clear_request`` (shell or control): reset the user namespace and re-run the
   start-up code, never while user code runs;
 * ``abort_request`` (control): answer queued requests ``aborted`` instead of
-  running them, by id or all at once.
+  running them, by id or all at once;
+* ``interrupt_request`` (control) naming a ``msg_id``: interrupt that request
+  only if it runs now (:mod:`.interrupts`).
 
 Every request it receives gets exactly one reply, including messages of types
 it does not know, which get an error reply instead of silence.
@@ -97,6 +99,7 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
                 **self.control_handlers,
                 "abort_request": self.abort_request,
                 "clear_request": self.control_clear_request,
+                "interrupt_request": self.interrupt_request,
             },
             unknown=functools.partial(self._unknown_request, "control"),
             send_error=self._send_error_reply,
@@ -121,7 +124,7 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
             "task_port": self.task_port,
             "task_requests": ["apply_request"],
             "task_events": list(TASK_EVENTS),
-            "control_requests": ["abort_request", "clear_request"],
+            "control_requests": ["abort_request", "clear_request", "interrupt_request"],
         }
         return info
 
@@ -220,7 +223,8 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
 
     def pre_handler_hook(self) -> None:
         """ipykernel's hook (SIGINT raises KeyboardInterrupt during a handler), at C speed."""
-        self.apply_runner.sigint_interrupts()
+        msg_id = self.get_parent("shell").get("header", {}).get("msg_id")
+        self.apply_runner.sigint_interrupts(msg_id if isinstance(msg_id, str) else None)
 
     def post_handler_hook(self) -> None:
         """ipykernel's hook: the handler that was there before ``pre_handler_hook``."""
@@ -313,6 +317,35 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
         """
         content = answer_abort_request(self.aborts, parent)
         self.session.send(stream, "abort_reply", content, parent=parent, ident=ident)
+
+    # ------------------------------------------------------------------ interrupt
+
+    async def interrupt_request(
+        self, stream: Any, ident: list[bytes], parent: dict[str, Any]
+    ) -> None:
+        """Interrupt what runs; with ``{"msg_id": id}``, only that request, if it runs now.
+
+        The reply says ``"interrupted"``: false when the named request is not
+        running (queued, finished, unknown), and nothing was signalled.
+        """
+        request = parent["content"]
+        target = request.get("msg_id") if isinstance(request, dict) else None
+        if target is None:
+            await super().interrupt_request(stream, ident, parent)
+            return
+        if not isinstance(target, str):
+            content = error_content(
+                "TypeError",
+                "interrupt_request 'msg_id' must be a msg_id string or absent; got "
+                + type(target).__name__,
+            )
+        else:
+            try:
+                hit = self.apply_runner.gate.aim(target, self._send_interrupt_children)
+                content = {"status": "ok", "interrupted": hit}
+            except OSError as exc:
+                content = error_content(type(exc).__name__, safe_str(exc))
+        self.session.send(stream, "interrupt_reply", content, parent, ident=ident)
 
     def should_handle(self, stream: Any, msg: dict[str, Any], idents: list[bytes]) -> bool:
         """Answer an aborted request with its reply type and ``status: aborted``.

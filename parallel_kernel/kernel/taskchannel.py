@@ -269,7 +269,7 @@ class TaskChannel:
             # task as started: a client told "started" by an abort_request then
             # interrupts it, and that interrupt must not be ignored.  Inside the
             # try, so an interrupt right after it still restores the handler.
-            runner.sigint_interrupts()
+            runner.sigint_interrupts(msg["header"].get("msg_id"))
             if self.host.admit(self.socket, idents, msg):
                 msg_id = msg["header"]["msg_id"]
                 if batch is not None:

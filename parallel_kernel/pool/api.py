@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import protocol, remote, serialize
-from ..errors import PoolBroken, RemoteError
+from ..errors import EngineTimeout, PoolBroken, RemoteError, TaskInterrupted
 from . import lifecycle, output, runtime_files
-from .control import CONTROL_TIMEOUT, TaskHandle
+from .control import Control, TaskHandle
 from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
 from .engine_state import EngineState
 from .futures import TaskFuture, _progress
@@ -47,6 +47,9 @@ class _Option:
             return self
         return getattr(pool._core.options, self.name)
 
+
+#: Seconds a kernel given to :meth:`Pool.connect` has to answer.
+CONNECT_TIMEOUT = 10.0
 
 #: Engines that no longer take part: all-engine calls leave them out.
 _GONE = (EngineState.DEAD, EngineState.STOPPED)
@@ -125,6 +128,7 @@ class Pool(Executor):
         transport_encryption: str = "auto",
         task_channel: bool = True,
         _connection_files: list[str] | None = None,
+        _skip_unreachable: bool = False,
     ) -> None:
         if hwm < 1:
             raise ValueError(f"hwm must be at least 1, got {hwm}")
@@ -159,7 +163,8 @@ class Pool(Executor):
                 core.bridge.run(core.engines.start(count), timeout=startup_timeout * 2 + 10)
             else:
                 core.bridge.run(
-                    core.engines.connect(_connection_files), timeout=startup_timeout + 10
+                    core.engines.connect(_connection_files, skip_unreachable=_skip_unreachable),
+                    timeout=startup_timeout + 10,
                 )
         except BaseException:
             self._teardown()
@@ -178,18 +183,46 @@ class Pool(Executor):
     task_channel = _Option()
 
     @classmethod
-    def connect(cls, connection_files: Iterable[str | os.PathLike[str]], **options: Any) -> Pool:
+    def connect(
+        cls,
+        connection_files: Iterable[str | os.PathLike[str]],
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        on_unreachable: str = "raise",
+        **options: Any,
+    ) -> Pool:
         """A pool of kernels that are already running, given their connection files.
+
+        A bare file name (``kernel-1234.json``, as ``%connect_info`` prints it)
+        is looked up in the current directory, then in the Jupyter runtime
+        directory, as ``jupyter console --existing`` does.  Each kernel gets
+        ``timeout`` seconds to answer; one that does not (a stale file of a
+        kernel that is gone) raises :class:`~parallel_kernel.EngineTimeout`
+        naming the file with ``on_unreachable="raise"`` (the default), or is
+        left out with ``on_unreachable="skip"`` (it shows as ``stopped`` in
+        :attr:`engines`; the connect still fails if no kernel answers).
 
         The pool never shuts these kernels down and never restarts them; an
         engine that dies is reported (its tasks fail with ``EngineDied``) and
         left out.  Works with any kernel of this package, e.g. the one behind
         a notebook (``%connect_info`` there shows its connection file).
         """
-        files = [str(Path(f).expanduser()) for f in connection_files]
+        if on_unreachable not in ("raise", "skip"):
+            raise ValueError(f"on_unreachable must be 'raise' or 'skip', got {on_unreachable!r}")
+        _check_timeout(timeout)
+        if timeout is None:
+            raise ValueError("connect() needs a timeout in seconds, got None")
+        if "startup_timeout" in options:
+            raise TypeError("connect() takes timeout=, not startup_timeout=")
+        files = [_find_connection_file(f) for f in connection_files]
         if not files:
             raise ValueError("connect() needs at least one connection file")
-        return cls(_connection_files=files, **options)
+        return cls(
+            _connection_files=files,
+            _skip_unreachable=on_unreachable == "skip",
+            startup_timeout=timeout,
+            **options,
+        )
 
     @property
     def broken(self) -> str | Literal[False]:
@@ -351,12 +384,14 @@ class Pool(Executor):
             caller = contextvars.copy_context()
             for future, size in zip(futures, sizes, strict=True):
 
-                def advance(_f: Any, size: int = size) -> None:
+                def advance(f: Any, size: int = size) -> None:
+                    if f.cancelled() or isinstance(f.exception(), TaskInterrupted):
+                        return  # only finished items count
                     with lock:
                         caller.run(bar.update, size)
 
                 future.add_done_callback(advance)
-        return self._map_results(futures, chunksize > 1, deadline, bar)
+        return self._map_results(futures, chunksize > 1, deadline, bar, self._core.control)
 
     def _submit_packed(
         self, fn: Any, args: tuple[Any, ...], frames: list[Any], retries: int
@@ -366,74 +401,127 @@ class Pool(Executor):
 
     @staticmethod
     def _map_results(
-        futures: list[TaskFuture], chunked: bool, deadline: float | None, bar: Any
+        futures: list[TaskFuture],
+        chunked: bool,
+        deadline: float | None,
+        bar: Any,
+        control: Control,
     ) -> Iterator[Any]:
-        """Yield results in order, letting go of each future once its result is yielded;
-        an early stop (or the deadline) cancels the rest."""
+        """Yield results in order, letting go of each result once it is yielded (of a
+        chunk too); an early stop (or the deadline) cancels the rest, and a
+        KeyboardInterrupt (Ctrl-C) also interrupts what runs."""
+        interrupt = False
         try:
             futures.reverse()
             while futures:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError("map did not finish within its timeout")
-                value = futures[-1].result(remaining)
-                futures.pop()
-                if chunked:
-                    yield from value
-                else:
-                    yield value
+                futures[-1].result(remaining)
+                if not chunked:
+                    # yielded straight from the future, so this frame keeps no reference
+                    yield futures.pop().result()
+                    continue
+                chunk = futures.pop().result()
+                chunk.reverse()
+                while chunk:
+                    yield chunk.pop()
+        except KeyboardInterrupt:
+            interrupt = True
+            raise
         finally:
-            for future in futures:
-                future.cancel()
+            tasks = [f._handle.task for f in futures if f._handle is not None and not f.done()]
+            if tasks:
+                control.stop([t for t in tasks if t is not None], interrupt=interrupt)
             if bar is not None:
                 bar.close()
 
-    def broadcast(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> list[Any]:
-        """Run ``fn(*args, **kwargs)`` once on every engine; results in engine order."""
+    def broadcast(
+        self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Run ``fn(*args, **kwargs)`` once on every engine; results in engine order.
+
+        ``timeout`` is reserved (it is not passed to ``fn``; use a
+        ``functools.partial`` for a function that takes one): seconds to wait
+        for every engine, after which :class:`~parallel_kernel.EngineTimeout`
+        names the engines that did not answer.  Their calls are cancelled if
+        they had not started, else left to finish; the pool keeps serving.
+        """
+        _check_timeout(timeout)
         content, buffers = serialize.pack_apply(fn, args, kwargs)
-        futures = [
-            self._submit_message(protocol.APPLY_REQUEST, content, buffers, Job(target=e.id))
+        futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
+        return [future.result() for future in _answered(futures, timeout, "broadcast")]
+
+    def _on_every_engine(
+        self, msg_type: str, content: dict[str, Any], buffers: list[Any]
+    ) -> dict[int, TaskFuture]:
+        """Submit one request to each engine still taking part; futures by engine id, in order."""
+        return {
+            e.id: self._submit_message(msg_type, content, buffers, Job(target=e.id))
             for e in self.engines
             if e.state not in _GONE
-        ]
-        return [future.result() for future in futures]
+        }
 
-    def push(self, values: dict[str, Any]) -> None:
-        """Set these names in every engine's namespace."""
-        self.broadcast(remote.push, dict(values))
+    def push(self, values: dict[str, Any], *, timeout: float | None = None) -> None:
+        """Set these names in every engine's namespace (``timeout`` as for :meth:`broadcast`)."""
+        _check_timeout(timeout)
+        content, buffers = serialize.pack_apply(remote.push, (dict(values),), {})
+        futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
+        for future in _answered(futures, timeout, "push"):
+            future.result()
 
-    def pull(self, names: str | Iterable[str]) -> list[Any]:
-        """Read a name (or a list of names) from every engine's namespace, in engine order."""
-        return self.broadcast(remote.pull, names if isinstance(names, str) else list(names))
+    def pull(self, names: str | Iterable[str], *, timeout: float | None = None) -> list[Any]:
+        """Read a name (or a list of names) from every engine's namespace, in engine order
+        (``timeout`` as for :meth:`broadcast`)."""
+        _check_timeout(timeout)
+        wanted = names if isinstance(names, str) else list(names)
+        content, buffers = serialize.pack_apply(remote.pull, (wanted,), {})
+        futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
+        return [future.result() for future in _answered(futures, timeout, "pull")]
 
-    def execute(self, code: str) -> list[TaskFuture]:
+    def execute(self, code: str, *, timeout: float | None = None) -> list[TaskFuture]:
         """Run ``code`` as a cell on every engine; return the finished futures (``stdout`` ...).
 
-        Raises :class:`RemoteError` for the first engine where the code failed.
+        Raises :class:`RemoteError` for the first engine where the code failed;
+        ``timeout`` as for :meth:`broadcast`.
         """
+        _check_timeout(timeout)
         content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
-        futures = [
-            self._submit_message("execute_request", content, [], Job(target=e.id))
-            for e in self.engines
-            if e.state not in _GONE
-        ]
+        requests = self._on_every_engine("execute_request", content, [])
+        futures = _answered(requests, timeout, "execute")
         for future in futures:
             future.result()
         return futures
 
-    def clear(self) -> None:
-        """Reset every engine's namespace (and re-run its start-up code)."""
+    def clear(self, *, timeout: float | None = None) -> None:
+        """Reset every engine's namespace (and re-run its start-up code).
+
+        An engine clears once the code it runs has returned.  ``timeout``:
+        seconds to wait for every engine, after which
+        :class:`~parallel_kernel.EngineTimeout` names those that did not
+        answer (they still clear when they get to it).
+        """
+        _check_timeout(timeout)
         core = self._core
 
-        async def clear_all() -> list[dict[str, Any]]:
-            waiters = [
-                core.requests.send(e, "control", protocol.CLEAR_REQUEST, {})
+        async def clear_all() -> tuple[list[dict[str, Any]], list[int]]:
+            waiters = {
+                e.id: core.requests.send(e, "control", protocol.CLEAR_REQUEST, {})
                 for e in core.records.values()
                 if e.connection is not None
-            ]
-            return await asyncio.wait_for(asyncio.gather(*waiters), CONTROL_TIMEOUT)
+            }
+            if waiters:
+                await asyncio.wait(waiters.values(), timeout=timeout)
+            replies = [w.result() for w in waiters.values() if w.done()]
+            late = [engine_id for engine_id, w in waiters.items() if not w.done()]
+            for engine_id in late:
+                core.requests.forget(waiters[engine_id])
+            return replies, late
 
-        for reply in core.bridge.run(clear_all(), timeout=CONTROL_TIMEOUT + 5):
+        replies, late = core.bridge.run(clear_all(), timeout=None)
+        if late:
+            raise EngineTimeout(_no_answer("clear", late, timeout), late)
+        for reply in replies:
             content = reply["content"]
             if content.get("status") != "ok":
                 raise RemoteError(
@@ -443,7 +531,13 @@ class Pool(Executor):
                 )
 
     def interrupt(self, engine: int | None = None) -> None:
-        """Interrupt whatever runs on one engine, or on all of them."""
+        """Interrupt whatever runs on one engine, or on all of them.
+
+        Engines the pool started get SIGINT; an attached engine that does not
+        answer its ``interrupt_request`` at once is named by the
+        :class:`~parallel_kernel.EngineTimeout` raised (the request stays on
+        its way and interrupts what runs when the engine reads it).
+        """
         self._core.control.interrupt_all(engine)
 
     # ------------------------------------------------------------------ shutdown
@@ -497,6 +591,42 @@ def _engine_count(max_workers: Any, n: Any) -> int:
     if count <= 0:
         raise ValueError("max_workers must be greater than 0")
     return count
+
+
+def _find_connection_file(name: str | os.PathLike[str]) -> str:
+    """A connection file's path: as given if it exists, else a bare name looked up as
+    ``jupyter console --existing`` does (current directory, then the runtime directory)."""
+    path = Path(name).expanduser()
+    if path.is_file() or path.parent != Path("."):
+        return str(path)
+    from jupyter_client import find_connection_file
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    try:
+        return find_connection_file(str(path))
+    except OSError:
+        raise FileNotFoundError(
+            f"no connection file {str(path)!r} here or in the Jupyter runtime directory "
+            f"{jupyter_runtime_dir()}"
+        ) from None
+
+
+def _no_answer(what: str, engine_ids: list[int], timeout: float | None) -> str:
+    names = ", ".join(str(i) for i in engine_ids)
+    plural = "s" if len(engine_ids) > 1 else ""
+    return f"{what}: no answer from engine{plural} {names} within {timeout:g} s"
+
+
+def _answered(futures: dict[int, TaskFuture], timeout: float | None, what: str) -> list[TaskFuture]:
+    """The futures of an all-engine call once all are done; ``EngineTimeout`` if some are
+    not within ``timeout`` (those not started yet are cancelled, the others run on)."""
+    concurrent.futures.wait(futures.values(), timeout=timeout)
+    late = [engine_id for engine_id, future in futures.items() if not future.done()]
+    if late:
+        for engine_id in late:
+            futures[engine_id].cancel()
+        raise EngineTimeout(_no_answer(what, late, timeout), late)
+    return list(futures.values())
 
 
 def _check_mp_context(mp_context: Any) -> None:

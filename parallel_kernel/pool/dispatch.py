@@ -231,7 +231,7 @@ class Dispatcher:
             if attempt is None:
                 return
             state = content.get("execution_state")
-            if state == "busy" and attempt.reply is None and attempt.abort is None:
+            if state == "busy" and attempt.reply is None and attempt.abort in (None, "rerun"):
                 # (a request being aborted is answered after a busy status too)
                 attempt.task.start(attempt)
                 self.core.control.started(attempt)
@@ -291,6 +291,11 @@ class Dispatcher:
                     engine_id=attempt.engine_id,
                 )
                 self.resolve(task, error=error)
+            elif attempt.abort == "stop":
+                self.resolve(task, cancelled=True)
+            elif attempt.abort == "rerun":
+                # a cancel that got no answer in time said False: the task must run
+                self._apply(task, Setback.NEVER_STARTED, None, None)
             elif attempt.abort != "cancel":
                 self.resolve(task, error=TaskAborted("the engine aborted this task"))
         elif metadata.get("dependencies_met") is False:
@@ -356,12 +361,21 @@ class Dispatcher:
             original=original if isinstance(original, BaseException) else None,
         )
 
-    def resolve(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
+    def resolve(
+        self,
+        task: Task,
+        result: Any = None,
+        error: BaseException | None = None,
+        cancelled: bool = False,
+    ) -> None:
         """Give the task's future its outcome (once), then let go of the task's data."""
         if task.attempt is not None:
             self.attempts.pop(task.attempt.msg_id, None)
         if task.finish():
-            task.future._resolve(result, error)
+            if cancelled:
+                task.future._cancelled_by_pool()
+            else:
+                task.future._resolve(result, error)
         self.release(task)
 
     @staticmethod

@@ -77,6 +77,8 @@ class EngineRecord:
         self.watcher: asyncio.Task[None] | None = None
         #: The engine says when it starts a task-channel request (``apply_started``).
         self.reports_start = False
+        #: It takes ``interrupt_request`` naming the task to interrupt (never another one).
+        self.aims_interrupts = False
         scheduler.add_engine(engine_id, hwm)
         scheduler.set_available(engine_id, False)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import protocol
-from ..errors import EngineDied, EngineStartError, RemoteError
+from ..errors import EngineDied, EngineStartError, EngineTimeout, RemoteError
 from . import launch
 from .connection import EngineConnection, kernel_client
 from .engine_state import SERVING, EngineRecord, EngineState
@@ -72,13 +72,35 @@ class EngineSet:
         if record.serving:
             record.watcher = asyncio.ensure_future(self._watch_process(record))
 
-    async def connect(self, files: list[str]) -> None:
-        """Attach to running kernels, given their connection files."""
+    async def connect(self, files: list[str], *, skip_unreachable: bool) -> None:
+        """Attach to running kernels, given their connection files (engine ids in file order).
+
+        A kernel that does not answer within the startup timeout fails the
+        connect with :class:`EngineTimeout`, or, with ``skip_unreachable``, is
+        left out (its engine is STOPPED) as long as one answers.
+        """
         for engine_id, path in enumerate(files):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"no connection file {path!r}")
             self._add(engine_id, None, path)
-        await asyncio.gather(*(self._open(e) for e in self.records.values()))
+        records = list(self.records.values())
+        outcomes = await asyncio.gather(*(self._open(e) for e in records), return_exceptions=True)
+        failed = {e.id: o for e, o in zip(records, outcomes, strict=True) if o is not None}
+        silent = [i for i, o in failed.items() if isinstance(o, EngineTimeout)]
+        if skip_unreachable and len(silent) == len(failed) < len(records):
+            for engine_id in silent:
+                log.warning("Left out: %s", failed[engine_id])
+                self._disconnect(self.records[engine_id])
+                self.records[engine_id].stop()
+            return
+        if failed:
+            await self.stop()
+            if len(silent) > 1 and len(silent) == len(failed):
+                names = ", ".join(self.records[i].connection_file for i in silent)
+                raise EngineTimeout(
+                    f"no kernel answers for these connection files: {names}", silent
+                )
+            raise next(iter(failed.values()))
 
     async def _open(self, engine: EngineRecord) -> None:
         """Open the engine's sockets; return once it answers on shell and IOPub."""
@@ -99,6 +121,7 @@ class EngineSet:
             )
         engine.uuid = parallel.get("engine_uuid")
         engine.reports_start = protocol.APPLY_STARTED in parallel.get("task_events", ())
+        engine.aims_interrupts = "interrupt_request" in parallel.get("control_requests", ())
         if engine.owned and parallel.get("engine_id") != engine.id:
             # a provisioner's launcher dropped the pool's --ParallelKernel.engine_id
             await core.requests.send(
@@ -178,9 +201,15 @@ class EngineSet:
         """Fail the start if the engine did not answer (on shell and IOPub) in time."""
         if time.monotonic() <= deadline:
             return
-        reply.cancel()
         what = "no answer" if not reply.done() else "no IOPub message"
+        reply.cancel()
         timeout = self.core.options.startup_timeout
+        if not engine.owned:
+            raise EngineTimeout(
+                f"connection file {engine.connection_file}: the kernel does not answer "
+                f"({what} within {timeout:g} s); is it still running?",
+                [engine.id],
+            )
         raise EngineStartError(self.core.launcher.failure(engine, f"{what} within {timeout:g} s"))
 
     # -- liveness

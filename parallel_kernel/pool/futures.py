@@ -40,8 +40,10 @@ class TaskFuture(concurrent.futures.Future):
 
     ``cancel()`` cancels a task that has not been sent; for a task already
     queued at an engine it asks the engine to abort it, and succeeds if the
-    engine had not started it (so it will never run).  ``running()`` is true
-    once the engine has said it started the task.
+    engine had not started it (so it will never run).  An engine that does not
+    answer within a fraction of a second gets ``False``, and the task runs.
+    ``interrupt()`` interrupts this task or nothing, never a later one.
+    ``running()`` is true once the engine has said it started the task.
     """
 
     def __init__(self, handle: Handle | None = None) -> None:
@@ -77,6 +79,17 @@ class TaskFuture(concurrent.futures.Future):
         return handle is not None and handle.interrupt()
 
     # -- for the pool (its loop thread)
+
+    def _cancelled_by_pool(self) -> None:
+        """The pool stopped the task before it ran (an abandoned map): the future is cancelled."""
+        with self._condition:
+            if self.done():
+                return
+            if not self.running():
+                super().cancel()
+                self.set_running_or_notify_cancel()
+                return
+        self.set_exception(concurrent.futures.CancelledError("stopped before it ran"))
 
     def _notify_running(self) -> None:
         """The engine started the task: ``running()`` becomes true."""

@@ -42,6 +42,14 @@ class Requests:
             request[0].set_result(msg)
         return True
 
+    def forget(self, waiter: asyncio.Future[dict[str, Any]]) -> None:
+        """Stop waiting for the answer ``waiter`` stands for (a late answer is then dropped)."""
+        for msg_id, (other, _owner) in list(self._waiting.items()):
+            if other is waiter:
+                del self._waiting[msg_id]
+                waiter.cancel()
+                return
+
     def fail(self, engine_id: int, error: BaseException) -> None:
         """Fail every request still waiting for an answer from ``engine_id``."""
         for msg_id, (waiter, owner) in list(self._waiting.items()):

@@ -76,7 +76,9 @@ class Attempt:
         self.reply: dict[str, Any] | None = None
         #: The engine's ``idle`` status (or reply metadata) says all output is in.
         self.output_done = False
-        #: Why an abort of this attempt was asked: ``"cancel"``, ``"interrupt"`` or ``None``.
+        #: Why an abort of this attempt was asked: ``"cancel"``, ``"interrupt"``, ``"rerun"``
+        #: (a cancel the engine did not answer in time: if it aborts, send the task again),
+        #: ``"stop"`` (an abandoned map: if it aborts, the future is cancelled) or ``None``.
         self.abort: str | None = None
         self.timed_out = False
         self.timer: Any = None
