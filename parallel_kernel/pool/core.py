@@ -44,6 +44,7 @@ class PoolOptions:
     transport: str = "auto"
     transport_encryption: str = "auto"
     task_channel: bool = True
+    wrap_errors: bool = False
 
 
 class PoolCore:
