@@ -89,25 +89,37 @@ class RemoteTraceback(RemoteError):
     :func:`rebuilt` attaches one as the ``__cause__`` of the task's own
     exception, so an uncaught exception prints the remote traceback (source
     lines included) above the local one.  ``tb`` is that traceback as plain
-    text; ``str()`` shows it.
+    text, as the standard library's ``traceback`` module formats it on the
+    engine (or, from a kernel that does not send it, IPython's lines without
+    colours); ``str()`` shows it.
     """
 
-    @property
-    def tb(self) -> str:
-        """The remote traceback as plain text."""
-        return self.render_traceback()
+    def __init__(
+        self,
+        ename: str,
+        evalue: str,
+        traceback: list[str],
+        engine_id: int | None = None,
+        tb: str | None = None,
+    ) -> None:
+        super().__init__(ename, evalue, traceback, engine_id)
+        self.tb = tb or self.render_traceback()
 
     def __str__(self) -> str:
         where = f"engine {self.engine_id}" if self.engine_id is not None else "its engine"
-        return f"the task raised on {where}:\n{self.tb}"
+        return f"the task raised on {where}:\n{self.tb.rstrip()}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.ename, self.evalue, self.traceback, self.engine_id, self.tb)
 
 
-def rebuilt(remote: RemoteError, exception: BaseException) -> BaseException:
+def rebuilt(remote: RemoteError, exception: BaseException, tb: str | None = None) -> BaseException:
     """The task's own ``exception``, with ``remote``'s traceback as its ``__cause__``.
 
-    ``engine_id`` is set on the exception too, when it takes attributes.
+    ``tb`` is the plain-text traceback, when the engine sent one.  ``engine_id``
+    is set on the exception too, when it takes attributes.
     """
-    cause = RemoteTraceback(remote.ename, remote.evalue, remote.traceback, remote.engine_id)
+    cause = RemoteTraceback(remote.ename, remote.evalue, remote.traceback, remote.engine_id, tb)
     exception.__cause__ = cause
     with contextlib.suppress(AttributeError, TypeError):  # a class with __slots__ ...
         exception.engine_id = remote.engine_id  # type: ignore[attr-defined]

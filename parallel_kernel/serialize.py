@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import functools
 import io
+import marshal
 import pickle
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -88,10 +90,21 @@ def _rebuild_memoryview(buffer: Any, fmt: str, shape: tuple[int, ...]) -> memory
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus memoryviews, which plain pickle refuses, as out-of-band buffers."""
+    """cloudpickle, plus memoryviews, which plain pickle refuses, as out-of-band buffers,
+    and code objects that keep their file name.
+
+    cloudpickle names the file of code sent by value ``<dynamic-code>``; with
+    the real name, a task's traceback shows its source lines wherever the
+    engine can read the file (the client's machine).  Both sides run the same
+    Python version (as cloudpickle's own code pickles need), so ``marshal``,
+    the format of ``.pyc`` files, carries code objects whole.
+    """
 
     def reducer_override(self, obj: Any) -> Any:
-        """Pickle a memoryview as a :func:`_rebuild_memoryview` of an out-of-band buffer."""
+        """Pickle a memoryview as a :func:`_rebuild_memoryview` of an out-of-band buffer,
+        a code object as its ``marshal`` bytes."""
+        if type(obj) is types.CodeType:
+            return marshal.loads, (marshal.dumps(obj),)
         if type(obj) is memoryview:
             data = obj if obj.c_contiguous else memoryview(obj.tobytes())
             try:

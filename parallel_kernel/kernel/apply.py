@@ -407,6 +407,7 @@ class ApplyRunner:
             "ename": etype.__name__,
             "evalue": safe_str(evalue),
             "traceback": formatted,
+            "plain_traceback": "".join(traceback.format_exception(etype, evalue, tb)),
             "engine_info": {
                 "engine_uuid": host.ident,
                 "engine_id": host.engine_id,

@@ -371,7 +371,8 @@ class Dispatcher:
         )
         if original is None or kind is TaskInterrupted or self.core.options.wrap_errors:
             return remote
-        return rebuilt(remote, original)
+        plain = content.get("plain_traceback")
+        return rebuilt(remote, original, plain if isinstance(plain, str) else None)
 
     def resolve(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
         """Give the task's future its outcome (once), then let go of the task's data."""
