@@ -171,19 +171,22 @@ def test_a_result_that_cannot_be_pickled_raises_what_pickling_raised(pool: Pool)
     assert pool.broadcast(lambda: "serving") == ["serving", "serving"]
 
 
-def test_a_result_that_cannot_be_unpickled_here_fails_its_future_only(pool: Pool) -> None:
-    future = pool.submit(ExitsWhenUnpickled, engine=1)
+def test_a_result_that_cannot_be_unpickled_here_fails_its_future_only() -> None:
+    pool = Pool(1)
+    future = pool.submit(ExitsWhenUnpickled)
     with pytest.raises(DeserializationError) as info:
         future.result(TIMEOUT)
     error = info.value
     assert isinstance(error, pickle.UnpicklingError)
     assert isinstance(error, ParallelError)
     assert error.part == "result"
-    assert "engine 1" in str(error)
+    assert "engine 0" in str(error)
     assert "ExitsWhenUnpickled" in str(error)
     assert isinstance(error.__cause__, SystemExit)
     assert error.__cause__.code == 6
     assert pool.submit(abs, -2).result(TIMEOUT) == 2
+    pool.shutdown()
+    assert {e.state for e in pool.engines} == {"stopped"}
 
 
 def test_arguments_that_cannot_be_unpickled_on_the_engine(pool: Pool) -> None:
