@@ -14,8 +14,8 @@ The pool's exceptions form one hierarchy under :class:`ParallelError`::
     ├── SerializationError     an object cannot be pickled (also a pickle.PicklingError)
     └── DeserializationError   frames cannot be unpickled (also a pickle.UnpicklingError)
 
-A task's own exception is raised as itself (see :func:`rebuilt`), with a
-:class:`RemoteTraceback` as its ``__cause__``.
+A task's own exception is raised as itself, with a :class:`RemoteTraceback`
+as its ``__cause__``.
 """
 
 from __future__ import annotations

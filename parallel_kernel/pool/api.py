@@ -101,7 +101,7 @@ class Pool(Executor):
     control back to the kernel only for shell messages.
     A task that raises makes its future raise the task's own exception, with
     the remote traceback as its ``__cause__`` (a
-    :class:`~parallel_kernel.errors.RemoteTraceback`); ``wrap_errors=True``
+    :class:`~parallel_kernel.RemoteTraceback`); ``wrap_errors=True``
     raises every task error as a :class:`~parallel_kernel.RemoteError`
     instead (the task's own exception in its ``original``).
     """
@@ -222,7 +222,7 @@ class Pool(Executor):
         """Schedule ``fn(*args, **kwargs)`` on an engine and return its future.
 
         The function and arguments are serialized now: anything unpicklable
-        raises :class:`~parallel_kernel.errors.SerializationError` (a
+        raises :class:`~parallel_kernel.serialize.SerializationError` (a
         ``pickle.PicklingError``, with what pickling raised as its cause) here
         and nothing is sent.  Options (names reserved by ``submit``; pass a
         ``functools.partial`` for a function that takes such a keyword):
