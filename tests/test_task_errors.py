@@ -214,6 +214,12 @@ def test_a_done_callback_raising_system_exit_is_logged_and_ignored(pool: Pool, c
     assert pool.submit(abs, -3).result(TIMEOUT) == 3
 
 
+def test_the_loop_thread_outlives_a_system_exit_escaping_any_callback(pool: Pool) -> None:
+    # what no guard of the pool's own catches still leaves the thread serving every pool
+    pool._core.bridge.call_soon(sys.exit, 1)
+    assert pool.submit(abs, -4).result(TIMEOUT) == 4
+
+
 def _nap(seconds):
     import time
 
