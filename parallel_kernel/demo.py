@@ -14,8 +14,6 @@ import time
 
 import cloudpickle
 
-from .errors import RemoteError
-
 # The tasks below are defined in this module, which the engines could import;
 # sending them by value instead makes them behave like functions written in a
 # script or notebook: their globals are the engine's namespace.
@@ -84,11 +82,11 @@ def run_demo(engines: int = 2, kernel_name: str = "parallel", limit: int = 400_0
         for engine_id, done in enumerate(pool.broadcast(tasks_done_here)):
             print(f"  engine {engine_id} ran {done} tasks")
 
-        print("\nA failing task comes back as an error; the engines keep serving:")
+        print("\nA failing task raises its own exception here; the engines keep serving:")
         try:
             pool.submit(fail).result()
-        except RemoteError as error:
-            print(f"  {type(error).__name__}: {error.ename}: {error.evalue}")
+        except ValueError as error:
+            print(f"  {type(error).__name__}: {error} (raised on engine {error.engine_id})")
         print(f"  next task: {pool.submit(count_primes, 0, 100).result()} primes")
     print("\nDone.")
     return 0

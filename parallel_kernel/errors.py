@@ -3,7 +3,8 @@
 The pool's exceptions form one hierarchy under :class:`ParallelError`::
 
     ParallelError
-    ├── RemoteError            the task raised on its engine
+    ├── RemoteError            the task raised on its engine (an exception not rebuilt here)
+    │   ├── RemoteTraceback    the ``__cause__`` of a task's own exception: where it was raised
     │   └── TaskInterrupted    ... KeyboardInterrupt: the task was interrupted
     ├── TaskTimeout            the task ran longer than its timeout (also a TimeoutError)
     ├── EngineTimeout          engines did not answer an all-engine call in time (a TimeoutError)
@@ -11,11 +12,18 @@ The pool's exceptions form one hierarchy under :class:`ParallelError`::
     ├── EngineDied             the engine running the task died (also a BrokenProcessPool)
     ├── PoolBroken             the pool can no longer start any engine (also a BrokenProcessPool)
     ├── EngineStartError       an engine could not be started
-    └── DependencyError        a dependency can never be met
+    ├── DependencyError        a dependency can never be met
+    ├── SerializationError     an object cannot be pickled (also a pickle.PicklingError)
+    └── DeserializationError   frames cannot be unpickled (also a pickle.UnpicklingError)
+
+A task's own exception is raised as itself, with a :class:`RemoteTraceback`
+as its ``__cause__``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import re
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -78,6 +86,49 @@ class RemoteError(ParallelError):
         return type(self), (self.ename, self.evalue, self.traceback, self.engine_id, None)
 
 
+class RemoteTraceback(RemoteError):
+    """Where a task's exception was raised: its engine and remote traceback.
+
+    :func:`rebuilt` attaches one as the ``__cause__`` of the task's own
+    exception, so an uncaught exception prints the remote traceback (source
+    lines included) above the local one.  ``tb`` is that traceback as plain
+    text, as the standard library's ``traceback`` module formats it on the
+    engine (or, from a kernel that does not send it, IPython's lines without
+    colours); ``str()`` shows it.
+    """
+
+    def __init__(
+        self,
+        ename: str,
+        evalue: str,
+        traceback: list[str],
+        engine_id: int | None = None,
+        tb: str | None = None,
+    ) -> None:
+        super().__init__(ename, evalue, traceback, engine_id)
+        self.tb = tb or self.render_traceback()
+
+    def __str__(self) -> str:
+        where = f"engine {self.engine_id}" if self.engine_id is not None else "its engine"
+        return f"the task raised on {where}:\n{self.tb.rstrip()}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.ename, self.evalue, self.traceback, self.engine_id, self.tb)
+
+
+def rebuilt(remote: RemoteError, exception: BaseException, tb: str | None = None) -> BaseException:
+    """The task's own ``exception``, with ``remote``'s traceback as its ``__cause__``.
+
+    ``tb`` is the plain-text traceback, when the engine sent one.  ``engine_id``
+    is set on the exception too, when it takes attributes.
+    """
+    cause = RemoteTraceback(remote.ename, remote.evalue, remote.traceback, remote.engine_id, tb)
+    exception.__cause__ = cause
+    with contextlib.suppress(AttributeError, TypeError):  # a class with __slots__ ...
+        exception.engine_id = remote.engine_id  # type: ignore[attr-defined]
+    return exception
+
+
 class TaskInterrupted(RemoteError):
     """The task was interrupted on its engine (it ended with KeyboardInterrupt)."""
 
@@ -123,3 +174,27 @@ class EngineStartError(ParallelError):
 
 class DependencyError(ParallelError):
     """A task's dependencies can never be met (a failed prerequisite, no eligible engine)."""
+
+
+class SerializationError(ParallelError, pickle.PicklingError):
+    """An object could not be turned into frames (it is not picklable).
+
+    Its ``__cause__`` is what pickling raised (the object's own ``__reduce__``
+    error, for instance).
+    """
+
+
+class DeserializationError(ParallelError, pickle.UnpicklingError):
+    """Frames could not be turned back into an object.
+
+    ``part`` names what was being unpacked (``"function"``, ``"arguments"``,
+    ``"result"`` or ``"message"``), so an error can say which piece is bad;
+    its ``__cause__`` is what unpickling raised.
+    """
+
+    def __init__(self, message: str, part: str = "message") -> None:
+        super().__init__(message)
+        self.part = part
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.part)

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import functools
 import io
+import marshal
 import pickle
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import cloudpickle
 
+from .errors import DeserializationError, SerializationError
 from .function_cache import FunctionCache, LoadedFunctions
 from .protocol import LARGE_BUFFER
 
@@ -62,22 +65,6 @@ INLINE_THRESHOLD = LARGE_BUFFER
 Frame = bytes | memoryview
 
 
-class SerializationError(Exception):
-    """An object could not be turned into frames (it is not picklable)."""
-
-
-class DeserializationError(Exception):
-    """Frames could not be turned back into an object.
-
-    ``part`` names what was being unpacked (``"function"``, ``"arguments"``,
-    ``"result"`` or ``"message"``), so an error can say which piece is bad.
-    """
-
-    def __init__(self, message: str, part: str = "message") -> None:
-        super().__init__(message)
-        self.part = part
-
-
 def _out_of_band(frames: list[Frame]) -> Callable[[pickle.PickleBuffer], bool]:
     """A pickle ``buffer_callback`` that moves large contiguous buffers to ``frames``.
 
@@ -103,10 +90,21 @@ def _rebuild_memoryview(buffer: Any, fmt: str, shape: tuple[int, ...]) -> memory
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus memoryviews, which plain pickle refuses, as out-of-band buffers."""
+    """cloudpickle, plus memoryviews, which plain pickle refuses, as out-of-band buffers,
+    and code objects that keep their file name.
+
+    cloudpickle names the file of code sent by value ``<dynamic-code>``; with
+    the real name, a task's traceback shows its source lines wherever the
+    engine can read the file (the client's machine).  Both sides run the same
+    Python version (as cloudpickle's own code pickles need), so ``marshal``,
+    the format of ``.pyc`` files, carries code objects whole.
+    """
 
     def reducer_override(self, obj: Any) -> Any:
-        """Pickle a memoryview as a :func:`_rebuild_memoryview` of an out-of-band buffer."""
+        """Pickle a memoryview as a :func:`_rebuild_memoryview` of an out-of-band buffer,
+        a code object as its ``marshal`` bytes."""
+        if type(obj) is types.CodeType:
+            return marshal.loads, (marshal.dumps(obj),)
         if type(obj) is memoryview:
             data = obj if obj.c_contiguous else memoryview(obj.tobytes())
             try:
@@ -195,14 +193,17 @@ def pack(obj: Any) -> list[Frame]:
     Large buffers are returned as memoryviews of the original objects (no copy),
     so the objects must not be mutated until the frames have been sent.
 
-    Raises :class:`SerializationError` if ``obj`` cannot be pickled.
+    Raises :class:`SerializationError` if ``obj`` cannot be pickled, with what
+    pickling raised (any exception but ``KeyboardInterrupt``) as its cause.
     """
     frames: list[Frame] = []
     try:
         file = io.BytesIO()
         _Pickler(file, protocol=5, buffer_callback=_out_of_band(frames)).dump(obj)
         payload = file.getbuffer()  # a view: no copy of a large pickle
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # an object's __reduce__ may raise anything, SystemExit too
         raise SerializationError(f"cannot serialize {describe(obj)}: {_reason(exc)}") from exc
     return [payload, *frames]
 
@@ -217,7 +218,9 @@ def unpack(frames: Sequence[Frame], part: str = "message") -> Any:
         raise DeserializationError(f"no frames for the {part}", part)
     try:
         return pickle.loads(frames[0], buffers=frames[1:])
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a __setstate__ or __reduce__ may raise anything
         raise DeserializationError(f"cannot deserialize the {part}: {_reason(exc)}", part) from exc
 
 

@@ -23,8 +23,15 @@ def error_of(kernel: Driver, content, buffers) -> dict:
     assert reply["msg_type"] == "apply_reply"
     assert reply["content"]["status"] == "error"
     assert reply["metadata"]["status"] == "error"
-    assert reply["buffers"] == []
-    return reply["content"]
+    content = reply["content"]
+    if not serialize.is_native_apply(content):  # an ipyparallel-format request's
+        assert reply["buffers"] == []
+        return content
+    # the exception itself travels too, for a client to raise it
+    exception = serialize.unpack_result(content, reply["buffers"])
+    assert type(exception).__name__ == content["ename"]
+    assert str(exception) == content["evalue"]
+    return content
 
 
 NATIVE = {"format": serialize.FORMAT, "version": serialize.FORMAT_VERSION}
@@ -101,9 +108,10 @@ def test_function_that_is_not_callable(kernel: Driver) -> None:
 def test_unpicklable_result(kernel: Driver) -> None:
     reply = kernel.apply(threading.Lock)
     error = reply["content"]
-    assert error["ename"] == "SerializationError"
-    assert "the result of" in error["evalue"]
-    assert "cannot pickle '_thread.lock' object" in error["evalue"]
+    # what pickling raised, said to be about the result
+    assert error["ename"] == "TypeError"
+    assert error["evalue"] == "cannot pickle '_thread.lock' object"
+    assert "(raised while pickling the result of allocate_lock)" in error["plain_traceback"]
     assert error["engine_info"]["method"] == "apply"
     assert_still_serving(kernel)
 

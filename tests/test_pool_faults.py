@@ -18,7 +18,6 @@ from parallel_kernel import (
     EngineStartError,
     Pool,
     PoolBroken,
-    RemoteError,
     TaskInterrupted,
     TaskTimeout,
 )
@@ -218,7 +217,7 @@ def test_retry_on_error_reruns_a_failing_task_elsewhere() -> None:
         futures = [pool.submit(flaky, retries=1, retry_on_error=True) for _ in range(6)]
         assert [f.result(30) for f in futures] == ["ok"] * 6
         assert {f.engine_id for f in futures} == {1}
-        with pytest.raises(RemoteError, match="this engine is bad"):
+        with pytest.raises(RuntimeError, match="this engine is bad"):
             pool.submit(flaky, engine=0, retries=1, retry_on_error=True).result(30)
 
 

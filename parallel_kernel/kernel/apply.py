@@ -81,6 +81,7 @@ class ApplyCall:
     """One apply request between its call and its reply."""
 
     __slots__ = (
+        "carried",
         "error",
         "failure",
         "metadata",
@@ -104,6 +105,8 @@ class ApplyCall:
         self.error: ExcInfo | None = None
         self.pending: Any = None
         self.failure: BaseException | None = None
+        #: Names the function carried from the client (bound again to pickle the outcome).
+        self.carried: dict[str, Any] = {}
         self.started = time.perf_counter()
         #: Seconds from the start to the end of the function (set when the reply is built).
         self.runtime = 0.0
@@ -177,7 +180,7 @@ class ApplyRunner:
                     f"apply_request: the function is not callable: {serialize.describe(f)}"
                 )
             call.name = _name(f)
-            call.result, call.error, call.pending = self._call(f, args, kwargs, rebind=call.native)
+            call.result, call.error, call.pending = self._call(call, f, args, kwargs)
         except BaseException as exc:
             exc.__cause__ = None
             exc.__suppress_context__ = True
@@ -186,21 +189,24 @@ class ApplyRunner:
 
     def _call(
         self,
+        call: ApplyCall,
         f: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        rebind: bool = True,
     ) -> tuple[Any, ExcInfo | None, Any]:
         """Call ``f`` in the user namespace: ``(result, exc_info, awaitable)``.
 
         The traceback in ``exc_info`` starts at the user's code: the frame of
         this method is cut off.  An awaitable result is returned third, to be
-        awaited by the caller.  Without ``rebind``, ``f`` runs with the globals
-        it was unpickled with, as on a stock ipyparallel engine (whose clients
-        expect cloudpickled functions to keep the values they carried).
+        awaited by the caller.  The names ``f`` carried are kept in
+        ``call.carried``.  A request in ipyparallel's format runs ``f`` with
+        the globals it was unpickled with, as on a stock ipyparallel engine
+        (whose clients expect cloudpickled functions to keep the values they
+        carried).
         """
         namespace = self.host.shell.user_ns
-        f, carried = bind_to_namespace(f, namespace) if rebind else (f, {})
+        f, carried = bind_to_namespace(f, namespace) if call.native else (f, {})
+        call.carried = carried
         with carried_names(namespace, carried) if carried else _NOTHING_CARRIED:
             try:
                 result = f(*args, **kwargs)
@@ -342,32 +348,23 @@ class ApplyRunner:
         try:
             if call.failure is not None:
                 raise call.failure
-            if call.error is not None:
-                content = self._error_content(*call.error)
-                if call.native:
-                    buffers = _pack_exception(call.error[1], content)
-            elif not call.native:
-                try:
-                    buffers = ipyparallel_format.pack_result(call.result, self.host.session)
-                except serialize.SerializationError as exc:
-                    raise serialize.SerializationError(
-                        f"the result of {call.name}: {exc}"
-                    ) from None
-                content = {"status": "ok"}
-            else:
-                try:
-                    result_content, buffers = serialize.pack_result(call.result)
-                except serialize.SerializationError as exc:
-                    raise serialize.SerializationError(
-                        f"the result of {call.name}: {exc}"
-                    ) from None
-                content = {"status": "ok", **result_content}
+            with self._carried_bound(call):
+                if call.error is not None:
+                    content = self._error_content(*call.error)
+                    if call.native:
+                        buffers = _pack_exception(call.error[1], content)
+                else:
+                    content, buffers = self._result_content(call)
         except BaseException as exc:
             self.sigint_idle()
             exc.__cause__ = None
             exc.__suppress_context__ = True
-            content = self._error_content(type(exc), exc, None)
-            buffers = []
+            # a result that cannot be pickled is reported as what its pickling raised,
+            # with where (its __reduce__ ...); anything else as itself
+            error = exc.original if isinstance(exc, _ResultNotPickled) else exc
+            tb = error.__traceback__ if error is not exc else None
+            content = self._error_content(type(error), error, tb)
+            buffers = _pack_exception(error, content) if call.native else []
         call.result = None
         try:
             # a task long enough for ipykernel's timed flush to have started sending its
@@ -377,6 +374,36 @@ class ApplyRunner:
             self.host.log.exception("Could not flush a task's output")
         metadata = self.host.finish_metadata(call.parent, call.metadata, content)
         return content, metadata, buffers
+
+    def _carried_bound(self, call: ApplyCall) -> Any:
+        """Bind again the carried names the call's end removed, while its outcome is pickled.
+
+        A result's ``__reduce__`` or ``__getstate__`` may use a name its
+        function carried (a module imported at the top of the user's script).
+        Names the task assigned itself are left as they are.
+        """
+        namespace = self.host.shell.user_ns
+        missing = {k: v for k, v in call.carried.items() if k not in namespace}
+        return carried_names(namespace, missing) if missing else _NOTHING_CARRIED
+
+    def _result_content(self, call: ApplyCall) -> tuple[dict[str, Any], list[Any]]:
+        """The reply content and buffers of a call's result.
+
+        Raises :class:`_ResultNotPickled` with what pickling raised, so the
+        reply reports that exception itself (a ``PicklingError``, a
+        ``TypeError``, even the ``SystemExit`` of a ``__reduce__``).
+        """
+        try:
+            if not call.native:
+                return {"status": "ok"}, ipyparallel_format.pack_result(
+                    call.result, self.host.session
+                )
+            result_content, buffers = serialize.pack_result(call.result)
+        except serialize.SerializationError as exc:
+            original = exc.__cause__ or exc
+            original.add_note(f"(raised while pickling the result of {call.name})")
+            raise _ResultNotPickled(original) from None
+        return {"status": "ok", **result_content}, buffers
 
     def _error_content(
         self, etype: type[BaseException], evalue: BaseException, tb: TracebackType | None
@@ -398,6 +425,7 @@ class ApplyRunner:
             "ename": etype.__name__,
             "evalue": safe_str(evalue),
             "traceback": formatted,
+            "plain_traceback": "".join(traceback.format_exception(etype, evalue, tb)),
             "engine_info": {
                 "engine_uuid": host.ident,
                 "engine_id": host.engine_id,
@@ -406,11 +434,19 @@ class ApplyRunner:
         }
 
 
+class _ResultNotPickled(Exception):
+    """Pickling a call's result raised ``original`` (which the reply reports)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(original)
+        self.original = original
+
+
 def _pack_exception(exc: BaseException, reply_content: dict[str, Any]) -> list[Any]:
     """Attach the exception object itself to an error reply, when it can be pickled.
 
-    A client can then re-raise or inspect the original exception; the
-    error content stays complete without it.
+    A client can then re-raise or inspect the original exception (its class
+    importable there); the error content stays complete without it.
     """
     try:
         parts, buffers = serialize.pack_result(exc)

@@ -108,6 +108,11 @@ class Pool(Executor):
     engines' task channel: slower, but served even while an engine runs a GUI
     event loop (``%gui qt``, interactive matplotlib backends), which hands
     control back to the kernel only for shell messages.
+    A task that raises makes its future raise the task's own exception, with
+    the remote traceback as its ``__cause__`` (a
+    :class:`~parallel_kernel.RemoteTraceback`); ``wrap_errors=True``
+    raises every task error as a :class:`~parallel_kernel.RemoteError`
+    instead (the task's own exception in its ``original``).
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class Pool(Executor):
         transport: str = "auto",
         transport_encryption: str = "auto",
         task_channel: bool = True,
+        wrap_errors: bool = False,
         _connection_files: list[str] | None = None,
         _skip_unreachable: bool = False,
     ) -> None:
@@ -155,6 +161,7 @@ class Pool(Executor):
                 transport_encryption=transport_encryption,
                 task_channel=task_channel,
                 initializer=init_call,
+                wrap_errors=wrap_errors,
             )
         )
         core = self._core
@@ -181,6 +188,7 @@ class Pool(Executor):
     transport = _Option()
     transport_encryption = _Option()
     task_channel = _Option()
+    wrap_errors = _Option()
 
     @classmethod
     def connect(
@@ -268,8 +276,9 @@ class Pool(Executor):
         """Schedule ``fn(*args, **kwargs)`` on an engine and return its future.
 
         The function and arguments are serialized now: anything unpicklable
-        raises :class:`~parallel_kernel.serialize.SerializationError` here and
-        nothing is sent.  Options (names reserved by ``submit``; pass a
+        raises :class:`~parallel_kernel.serialize.SerializationError` (a
+        ``pickle.PicklingError``, with what pickling raised as its cause) here
+        and nothing is sent.  Options (names reserved by ``submit``; pass a
         ``functools.partial`` for a function that takes such a keyword):
 
         - ``engine``: run on that engine id only;

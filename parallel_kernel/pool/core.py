@@ -47,6 +47,7 @@ class PoolOptions:
     transport: str = "auto"
     transport_encryption: str = "auto"
     task_channel: bool = True
+    wrap_errors: bool = False
     #: The packed ``initializer(*initargs)`` call every engine runs before it takes
     #: tasks (an ``apply_request``'s content and buffers), or ``None``.
     initializer: tuple[dict[str, Any], list[Any]] | None = None

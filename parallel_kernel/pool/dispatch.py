@@ -17,7 +17,16 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import protocol, serialize
-from ..errors import EngineDied, PoolBroken, RemoteError, TaskAborted, TaskInterrupted, TaskTimeout
+from ..errors import (
+    DeserializationError,
+    EngineDied,
+    PoolBroken,
+    RemoteError,
+    TaskAborted,
+    TaskInterrupted,
+    TaskTimeout,
+    rebuilt,
+)
 from . import output
 from .costs import Costs
 from .tasks import Attempt, Setback, Task, TaskState, decide
@@ -278,8 +287,8 @@ class Dispatcher:
                     if task.msg_type == protocol.APPLY_REQUEST
                     else None
                 )
-            except serialize.DeserializationError as exc:
-                self.resolve(task, error=exc)
+            except BaseException as exc:  # user code (a __setstate__): never the loop's end
+                self.resolve(task, error=_unpickling_failed(attempt, exc))
             else:
                 self.resolve(task, result=value)
         elif status == "aborted":
@@ -337,11 +346,15 @@ class Dispatcher:
                 error = EngineDied(f"engine {engine.id} died ({why})")
                 self._apply(attempt.task, setback, engine.id, error)
 
-    @staticmethod
     def _remote_error(
-        attempt: Attempt, content: dict[str, Any], buffers: list[Any]
+        self, attempt: Attempt, content: dict[str, Any], buffers: list[Any]
     ) -> BaseException:
-        """The exception a failed reply stands for."""
+        """The exception a failed reply stands for.
+
+        The task's own exception, rebuilt here with the remote traceback as
+        its cause; a :class:`RemoteError` when it cannot be rebuilt (or the
+        pool wraps every error), a :class:`TaskInterrupted` for an interrupt.
+        """
         task = attempt.task
         ename = content.get("ename", "Error")
         if attempt.timed_out and ename == "KeyboardInterrupt":
@@ -350,16 +363,22 @@ class Dispatcher:
         if buffers and serialize.is_native_apply(content):
             try:
                 original = serialize.unpack_result(content, buffers)
-            except serialize.DeserializationError:
+            except BaseException:  # user code (a __setstate__): the error says it without
                 original = None
+        if not isinstance(original, BaseException):
+            original = None
         kind = TaskInterrupted if ename == "KeyboardInterrupt" else RemoteError
-        return kind(
+        remote = kind(
             ename,
             content.get("evalue", ""),
             content.get("traceback", []),
             engine_id=attempt.engine_id,
-            original=original if isinstance(original, BaseException) else None,
+            original=original,
         )
+        if original is None or kind is TaskInterrupted or self.core.options.wrap_errors:
+            return remote
+        plain = content.get("plain_traceback")
+        return rebuilt(remote, original, plain if isinstance(plain, str) else None)
 
     def resolve(
         self,
@@ -413,3 +432,16 @@ class Dispatcher:
         for task in list(self.queued_tasks()):
             self.resolve(task, error=PoolBroken(core.broken))
         self.scheduler.queue.clear()
+
+
+def _unpickling_failed(attempt: Attempt, exc: BaseException) -> DeserializationError:
+    """The error of a result that cannot be unpickled here, naming the task and its engine."""
+    name = (attempt.task.kind or "").rpartition(":")[0] or "the task"
+    reason = exc.__cause__ if isinstance(exc, DeserializationError) and exc.__cause__ else exc
+    error = DeserializationError(
+        f"the result of {name} (engine {attempt.engine_id}) cannot be unpickled here: "
+        f"{type(reason).__name__}: {reason}",
+        "result",
+    )
+    error.__cause__ = reason
+    return error

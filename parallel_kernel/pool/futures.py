@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Generator, Iterable, Iterator
+import logging
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Protocol
 
 from . import output
+
+#: The logger the standard library reports failing done callbacks to.
+_CALLBACK_LOG = logging.getLogger("concurrent.futures")
 
 
 class Handle(Protocol):
@@ -73,6 +78,15 @@ class TaskFuture(concurrent.futures.Future):
             self.set_running_or_notify_cancel()
         return True
 
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:
+        """Call ``fn(future)`` once the future is done (at once if it is).
+
+        As with any future, an exception ``fn`` raises is logged and ignored;
+        here that holds for every exception, ``SystemExit`` included: callbacks
+        run on the pools' loop thread, which must keep serving.
+        """
+        super().add_done_callback(_guarded(fn))
+
     def interrupt(self) -> bool:
         """Interrupt the task if it is running now; return whether an interrupt was sent."""
         handle = self._handle
@@ -131,6 +145,30 @@ class TaskFuture(concurrent.futures.Future):
     def __repr__(self) -> str:
         where = f" on engine {self.engine_id}" if self.engine_id is not None else ""
         return f"<TaskFuture {self._state.lower()}{where}>"
+
+
+def _guarded(
+    fn: Callable[[concurrent.futures.Future], object],
+) -> Callable[[concurrent.futures.Future], None]:
+    """``fn``, logging and ignoring whatever it raises off the main thread.
+
+    The standard library already logs an ``Exception``; a ``SystemExit`` or
+    the like would end the pools' loop thread, which runs the callbacks of
+    tasks finishing.  On the main thread (a callback added to a done future,
+    or run by ``cancel()``) it propagates, as with any future.
+    """
+
+    def callback(future: concurrent.futures.Future) -> None:
+        try:
+            fn(future)
+        except Exception:
+            raise
+        except BaseException:
+            if threading.current_thread() is threading.main_thread():
+                raise
+            _CALLBACK_LOG.exception("exception calling callback for %r", future)
+
+    return callback
 
 
 def _progress(total: int, enabled: bool | dict[str, Any], desc: str) -> Any:

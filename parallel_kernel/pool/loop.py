@@ -9,10 +9,13 @@ work (:meth:`Bridge.call_soon`) or wait for it with a timeout
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _shared: tuple[int, asyncio.AbstractEventLoop, threading.Thread] | None = None
 _shared_lock = threading.Lock()
@@ -31,11 +34,27 @@ def shared_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
         if _shared is None or _shared[0] != os.getpid() or not _shared[2].is_alive():
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
-                target=loop.run_forever, name="parallel-kernel-pools", daemon=True
+                target=_serve, args=(loop,), name="parallel-kernel-pools", daemon=True
             )
             thread.start()
             _shared = (os.getpid(), loop, thread)
         return _shared[1], _shared[2]
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """Run ``loop`` until it is stopped, whatever escapes its callbacks.
+
+    asyncio lets ``SystemExit`` and ``KeyboardInterrupt`` out of a callback,
+    which would end the thread and leave every pool's futures pending; user
+    code runs here (done callbacks, unpickling), so those are logged and the
+    loop goes on.
+    """
+    while True:
+        try:
+            loop.run_forever()
+            return
+        except BaseException:
+            log.exception("A callback on the pools' loop thread raised; the loop goes on")
 
 
 class Bridge:
