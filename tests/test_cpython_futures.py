@@ -81,7 +81,41 @@ INTERNALS = {
 SKIPPED_BY_SUITE = "PoolProcessPoolExecutorTest::test_max_workers_too_large"
 
 #: Tests of behaviours in which Pool deliberately differs (docs/pool.md gives the reasons).
-DIFFERENCES: dict[str, str] = {}
+DIFFERENCES = {
+    "PoolFailingInitializerTest::test_initializer": (
+        "polls the private executor._broken and expects the log on logger concurrent.futures; "
+        "a failing initializer leaves out its engine, Pool.broken and logger parallel_kernel"
+    ),
+    "PoolProcessPoolShutdownTest::test_interpreter_shutdown": (
+        "expects the task's print on the script's stdout; a kernel captures task output"
+    ),
+    "PoolProcessPoolShutdownTest::test_hang_gh83386": (
+        "expects the task's print on the script's stdout; a kernel captures task output"
+    ),
+    "PoolProcessPoolExecutorTest::test_traceback": (
+        "requires the private concurrent.futures.process._RemoteTraceback as the cause"
+    ),
+    "PoolExecutorDeadlockTest::test_error_at_task_pickle": (
+        "an unpicklable argument raises at submit(), not from result()"
+    ),
+    "PoolExecutorDeadlockTest::test_shutdown_deadlock_pickle": (
+        "an unpicklable argument raises at submit(), not from result()"
+    ),
+    "PoolExecutorDeadlockTest::test_error_at_task_unpickle": (
+        "arguments that fail to unpickle on an engine raise DeserializationError; "
+        "the engine keeps serving"
+    ),
+    "PoolExecutorDeadlockTest::test_exit_at_task_unpickle": (
+        "arguments that fail to unpickle on an engine raise DeserializationError; "
+        "the engine keeps serving"
+    ),
+    "PoolExecutorDeadlockTest::test_error_during_result_unpickle_in_result_handler": (
+        "a result that fails to unpickle here raises DeserializationError; the pool keeps serving"
+    ),
+    "PoolExecutorDeadlockTest::test_exit_during_result_unpickle_in_result_handler": (
+        "a result that fails to unpickle here raises DeserializationError; the pool keeps serving"
+    ),
+}
 
 
 def unavailable(message: str) -> None:
