@@ -21,18 +21,17 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from .. import protocol, remote, serialize
 from ..errors import EngineTimeout, PoolBroken, RemoteError, TaskInterrupted
-from . import lifecycle, output, runtime_files
+from . import arguments, lifecycle, output, runtime_files
 from .control import Control, TaskHandle
 from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
 from .engine_state import EngineState
 from .futures import TaskFuture, _progress
 from .launch import check_kernel_name, launch_transport
-from .scheduler import Dependency, Job
+from .scheduler import Job
 from .tasks import Task, kind_of
 
 
@@ -138,10 +137,10 @@ class Pool(Executor):
     ) -> None:
         if hwm < 1:
             raise ValueError(f"hwm must be at least 1, got {hwm}")
-        _check_mp_context(mp_context)
-        init_call = _pack_initializer(initializer, initargs)
+        arguments.check_mp_context(mp_context)
+        init_call = arguments.pack_initializer(initializer, initargs)
         if _connection_files is None:
-            count = _engine_count(max_workers, n)
+            count = arguments.engine_count(max_workers, n)
             check_kernel_name(kernel_name)
             transport = launch_transport(kernel_name, transport)
             if transport == "ipc" and transport_encryption == "auto":
@@ -217,12 +216,12 @@ class Pool(Executor):
         """
         if on_unreachable not in ("raise", "skip"):
             raise ValueError(f"on_unreachable must be 'raise' or 'skip', got {on_unreachable!r}")
-        _check_timeout(timeout)
+        arguments.check_timeout(timeout)
         if timeout is None:
             raise ValueError("connect() needs a timeout in seconds, got None")
         if "startup_timeout" in options:
             raise TypeError("connect() takes timeout=, not startup_timeout=")
-        files = [_find_connection_file(f) for f in connection_files]
+        files = [arguments.connection_file_path(f) for f in connection_files]
         if not files:
             raise ValueError("connect() needs at least one connection file")
         return cls(
@@ -292,12 +291,12 @@ class Pool(Executor):
           interrupted and fails with :class:`TaskTimeout`.
         """
         job = Job(
-            target=_check_engine(engine),
-            after=_dependency("after", after),
-            follow=_dependency("follow", follow),
+            target=arguments.check_engine(engine),
+            after=arguments.dependency("after", after),
+            follow=arguments.dependency("follow", follow),
         )
-        _check_retries(retries)
-        _check_timeout(timeout)
+        arguments.check_retries(retries)
+        arguments.check_timeout(timeout)
         content, buffers = serialize.pack_apply(fn, args, kwargs)
         return self._submit_message(
             protocol.APPLY_REQUEST,
@@ -360,11 +359,11 @@ class Pool(Executor):
         (``True`` or a dict of tqdm options).  ``retries`` reruns a chunk on
         another engine if its engine dies, as for :meth:`submit`.
         """
-        if timeout is not None and not _is_number(timeout):
+        if timeout is not None and not arguments.is_number(timeout):
             raise TypeError(
                 f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
             )
-        _check_retries(retries)
+        arguments.check_retries(retries)
         if chunksize is not None and (
             not isinstance(chunksize, int) or isinstance(chunksize, bool)
         ):
@@ -456,7 +455,7 @@ class Pool(Executor):
         names the engines that did not answer.  Their calls are cancelled if
         they had not started, else left to finish; the pool keeps serving.
         """
-        _check_timeout(timeout)
+        arguments.check_timeout(timeout)
         content, buffers = serialize.pack_apply(fn, args, kwargs)
         futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
         return [future.result() for future in _answered(futures, timeout, "broadcast")]
@@ -473,7 +472,7 @@ class Pool(Executor):
 
     def push(self, values: dict[str, Any], *, timeout: float | None = None) -> None:
         """Set these names in every engine's namespace (``timeout`` as for :meth:`broadcast`)."""
-        _check_timeout(timeout)
+        arguments.check_timeout(timeout)
         content, buffers = serialize.pack_apply(remote.push, (dict(values),), {})
         futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
         for future in _answered(futures, timeout, "push"):
@@ -482,7 +481,7 @@ class Pool(Executor):
     def pull(self, names: str | Iterable[str], *, timeout: float | None = None) -> list[Any]:
         """Read a name (or a list of names) from every engine's namespace, in engine order
         (``timeout`` as for :meth:`broadcast`)."""
-        _check_timeout(timeout)
+        arguments.check_timeout(timeout)
         wanted = names if isinstance(names, str) else list(names)
         content, buffers = serialize.pack_apply(remote.pull, (wanted,), {})
         futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
@@ -494,7 +493,7 @@ class Pool(Executor):
         Raises :class:`RemoteError` for the first engine where the code failed;
         ``timeout`` as for :meth:`broadcast`.
         """
-        _check_timeout(timeout)
+        arguments.check_timeout(timeout)
         content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
         requests = self._on_every_engine("execute_request", content, [])
         futures = _answered(requests, timeout, "execute")
@@ -510,7 +509,7 @@ class Pool(Executor):
         :class:`~parallel_kernel.EngineTimeout` names those that did not
         answer (they still clear when they get to it).
         """
-        _check_timeout(timeout)
+        arguments.check_timeout(timeout)
         core = self._core
 
         async def clear_all() -> tuple[list[dict[str, Any]], list[int]]:
@@ -587,39 +586,6 @@ class Pool(Executor):
         return f"<Pool of {len(self._core.records)} engines ({states})>"
 
 
-def _engine_count(max_workers: Any, n: Any) -> int:
-    """How many engines to start: ``max_workers`` (or its other name ``n``), by default
-    one per CPU of this machine."""
-    if max_workers is not None and n is not None:
-        raise TypeError("Pool() got both max_workers and n (the same thing); pass one")
-    count = max_workers if max_workers is not None else n
-    if count is None:
-        return os.cpu_count() or 1
-    if not isinstance(count, int) or isinstance(count, bool):
-        raise TypeError(f"max_workers must be an int, got {type(count).__name__} {count!r}")
-    if count <= 0:
-        raise ValueError("max_workers must be greater than 0")
-    return count
-
-
-def _find_connection_file(name: str | os.PathLike[str]) -> str:
-    """A connection file's path: as given if it exists, else a bare name looked up as
-    ``jupyter console --existing`` does (current directory, then the runtime directory)."""
-    path = Path(name).expanduser()
-    if path.is_file() or path.parent != Path("."):
-        return str(path)
-    from jupyter_client import find_connection_file
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    try:
-        return find_connection_file(str(path))
-    except OSError:
-        raise FileNotFoundError(
-            f"no connection file {str(path)!r} here or in the Jupyter runtime directory "
-            f"{jupyter_runtime_dir()}"
-        ) from None
-
-
 def _no_answer(what: str, engine_ids: list[int], timeout: float | None) -> str:
     names = ", ".join(str(i) for i in engine_ids)
     plural = "s" if len(engine_ids) > 1 else ""
@@ -636,65 +602,3 @@ def _answered(futures: dict[int, TaskFuture], timeout: float | None, what: str) 
             futures[engine_id].cancel()
         raise EngineTimeout(_no_answer(what, late, timeout), late)
     return list(futures.values())
-
-
-def _check_mp_context(mp_context: Any) -> None:
-    if mp_context is not None:
-        raise ValueError(
-            "a Pool's engines are Jupyter kernels started from a kernelspec, not "
-            f"multiprocessing processes: mp_context must be None, got {mp_context!r}"
-        )
-
-
-def _pack_initializer(
-    initializer: Callable[..., Any] | None, initargs: Iterable[Any]
-) -> tuple[dict[str, Any], list[Any]] | None:
-    """The ``initializer(*initargs)`` call each engine runs first, packed once."""
-    if initializer is None:
-        return None
-    if not callable(initializer):
-        raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
-    return serialize.pack_apply(initializer, tuple(initargs), {})
-
-
-def _check_engine(engine: Any) -> int | None:
-    if engine is not None and (not isinstance(engine, int) or isinstance(engine, bool)):
-        raise TypeError(f"engine must be an engine id (an int), got {type(engine).__name__}")
-    return engine
-
-
-def _dependency(name: str, value: Any) -> Dependency | None:
-    """``after=`` or ``follow=`` as a :class:`Dependency` whose items are all futures."""
-    try:
-        dependency = Dependency.coerce(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a future, an iterable of futures or a Dependency, "
-            f"got {type(value).__name__}"
-        ) from None
-    for item in dependency.futures if dependency is not None else ():
-        if not isinstance(item, concurrent.futures.Future):
-            raise TypeError(f"{name} must hold futures, got {type(item).__name__} {item!r}")
-    return dependency
-
-
-def _check_retries(retries: Any) -> None:
-    if not isinstance(retries, int) or isinstance(retries, bool):
-        raise TypeError(f"retries must be an int, got {type(retries).__name__}")
-    if retries < 0:
-        raise ValueError(f"retries must be 0 or more, got {retries}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_timeout(timeout: Any) -> None:
-    if timeout is None:
-        return
-    if not _is_number(timeout):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
-        )
-    if not timeout > 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")

@@ -1,0 +1,111 @@
+"""The checks of a pool's, a submit's and a connect's arguments.
+
+Each raises a ``TypeError`` or ``ValueError`` that names the argument, before
+anything is packed or registered, so a bad call leaves the pool as it was.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .. import serialize
+from .scheduler import Dependency
+
+
+def engine_count(max_workers: Any, n: Any) -> int:
+    """How many engines to start: ``max_workers`` (or its other name ``n``), by default
+    one per CPU of this machine."""
+    if max_workers is not None and n is not None:
+        raise TypeError("Pool() got both max_workers and n (the same thing); pass one")
+    count = max_workers if max_workers is not None else n
+    if count is None:
+        return os.cpu_count() or 1
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise TypeError(f"max_workers must be an int, got {type(count).__name__} {count!r}")
+    if count <= 0:
+        raise ValueError("max_workers must be greater than 0")
+    return count
+
+
+def connection_file_path(name: str | os.PathLike[str]) -> str:
+    """A connection file's path: as given if it exists, else a bare name looked up as
+    ``jupyter console --existing`` does (current directory, then the runtime directory)."""
+    path = Path(name).expanduser()
+    if path.is_file() or path.parent != Path("."):
+        return str(path)
+    from jupyter_client import find_connection_file
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    try:
+        return find_connection_file(str(path))
+    except OSError:
+        raise FileNotFoundError(
+            f"no connection file {str(path)!r} here or in the Jupyter runtime directory "
+            f"{jupyter_runtime_dir()}"
+        ) from None
+
+
+def check_mp_context(mp_context: Any) -> None:
+    if mp_context is not None:
+        raise ValueError(
+            "a Pool's engines are Jupyter kernels started from a kernelspec, not "
+            f"multiprocessing processes: mp_context must be None, got {mp_context!r}"
+        )
+
+
+def pack_initializer(
+    initializer: Callable[..., Any] | None, initargs: Iterable[Any]
+) -> tuple[dict[str, Any], list[Any]] | None:
+    """The ``initializer(*initargs)`` call each engine runs first, packed once."""
+    if initializer is None:
+        return None
+    if not callable(initializer):
+        raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+    return serialize.pack_apply(initializer, tuple(initargs), {})
+
+
+def check_engine(engine: Any) -> int | None:
+    if engine is not None and (not isinstance(engine, int) or isinstance(engine, bool)):
+        raise TypeError(f"engine must be an engine id (an int), got {type(engine).__name__}")
+    return engine
+
+
+def dependency(name: str, value: Any) -> Dependency | None:
+    """``after=`` or ``follow=`` as a :class:`Dependency` whose items are all futures."""
+    try:
+        dependency = Dependency.coerce(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a future, an iterable of futures or a Dependency, "
+            f"got {type(value).__name__}"
+        ) from None
+    for item in dependency.futures if dependency is not None else ():
+        if not isinstance(item, concurrent.futures.Future):
+            raise TypeError(f"{name} must hold futures, got {type(item).__name__} {item!r}")
+    return dependency
+
+
+def check_retries(retries: Any) -> None:
+    if not isinstance(retries, int) or isinstance(retries, bool):
+        raise TypeError(f"retries must be an int, got {type(retries).__name__}")
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, got {retries}")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_timeout(timeout: Any) -> None:
+    if timeout is None:
+        return
+    if not is_number(timeout):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
+        )
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
