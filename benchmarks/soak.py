@@ -13,7 +13,7 @@ number of small tasks is reached:
   which the pool must notice and restart.
 
 Every future's outcome is checked: the right result, or the specific error
-its situation calls for (``RemoteError`` for a task that raises,
+its situation calls for (the task's own exception for a task that raises,
 ``EngineDied`` for one on an engine that was killed, a cancellation that was
 acknowledged).  A wrong result or an unexpected exception counts as *lost*; a
 result still missing after ``RESULT_TIMEOUT`` as a *hung wait*.  Both must be 0.
@@ -138,7 +138,7 @@ class Soak:
 
     def check(self, future: Any, expected: Any, kind: str, error: type | None = None) -> None:
         """Wait for one future and classify its outcome."""
-        from parallel_kernel import EngineDied, RemoteError
+        from parallel_kernel import EngineDied, RemoteTraceback
 
         report = self.report
         try:
@@ -153,15 +153,12 @@ class Soak:
         except EngineDied:
             report.expected_errors["EngineDied"] = report.expected_errors.get("EngineDied", 0) + 1
             return
-        except RemoteError as exc:
-            if error is not None and isinstance(exc.original, error):
+        except Exception as exc:
+            raised_by_task = isinstance(exc.__cause__, RemoteTraceback)
+            if error is not None and isinstance(exc, error) and raised_by_task:
                 name = f"{error.__name__} raised by the task"
                 report.expected_errors[name] = report.expected_errors.get(name, 0) + 1
                 return
-            report.lost += 1
-            report.problems.append(f"{kind}: unexpected {exc!r}")
-            return
-        except Exception as exc:
             report.lost += 1
             report.problems.append(f"{kind}: unexpected {exc!r}")
             return

@@ -99,7 +99,12 @@ def test_interrupt_a_cell(kernel: Driver) -> None:
     reply = kernel.reply(msg_id, timeout=10)
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
-    assert kernel.execute("1")["content"]["status"] == "ok"
+    # after an error ipykernel aborts the requests that reach it before it stops
+    # aborting (stop_on_error): on a busy machine the next one may be among them
+    status = kernel.execute("1")["content"]["status"]
+    if status == "aborted":
+        status = kernel.execute("1")["content"]["status"]
+    assert status == "ok"
 
 
 def test_interrupt_request_in_message_mode(kernel: Driver) -> None:

@@ -335,6 +335,16 @@ def started_marker(seconds: float) -> str:
     return "slept"
 
 
+def started_holding_the_gil(seconds: int) -> str:
+    """Sleep in C without releasing the GIL: the kernel's control thread cannot answer."""
+    import ctypes
+
+    print("started", flush=True)
+    time.sleep(0.5)  # lets the kernel's IOPub thread send the line
+    ctypes.PyDLL(None).sleep(seconds)
+    return "slept"
+
+
 @pytest.mark.timeout(180)
 def test_engines_started_through_sshd_run_a_map(sshd: Sshd, pool: tuple[Pool, list]) -> None:
     started, facts = pool
@@ -367,11 +377,14 @@ def test_interrupt_reaches_a_task_through_the_launchers_listener(
     ssh_kernelspec: Path, pool: tuple[Pool, list]
 ) -> None:
     started, facts = pool
-    future = started.submit(started_marker, 60)
+    # the engine cannot answer the interrupt request, so the pool asks the
+    # provisioner, whose launcher signals the kernel
+    future = started.submit(started_holding_the_gil, 20)
     deadline = time.monotonic() + 30
     while "started" not in future.stdout:
         assert time.monotonic() < deadline, "the task did not start"
         time.sleep(0.01)
+    time.sleep(1.5)  # past the task's half second: it is in the C call
     t0 = time.monotonic()
     assert future.interrupt() is True
     with pytest.raises(TaskInterrupted) as info:
