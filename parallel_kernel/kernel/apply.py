@@ -37,7 +37,7 @@ from .. import serialize
 from ..namespace import bind_to_namespace, carried_names
 from . import compat, ipyparallel_format
 from .compat import set_signal_handler
-from .interrupts import InterruptGate
+from .interrupts import InterruptGate, Phase
 from .replies import send_tracked
 
 #: The context a call runs in when its function carried no names.
@@ -125,32 +125,38 @@ class ApplyRunner:
 
     # ------------------------------------------------------------------ SIGINT
 
-    def sigint_interrupts(self, msg_id: str | None) -> None:
-        """Make SIGINT raise ``KeyboardInterrupt`` while request ``msg_id`` runs user code
-        (an interrupt aimed at another request is dropped: see :mod:`.interrupts`).
+    def sigint_interrupts(self, msg_id: str | None, phase: Phase = Phase.ADMITTING) -> None:
+        """Let SIGINT interrupt request ``msg_id``'s user code (see :mod:`.interrupts`).
 
-        Outside the main thread (a subshell) setting the handler raises, before
-        the gate records anything: only the main thread's requests are its.
+        ``phase``: where the request is.  The task channel's requests are
+        being admitted (their start not reported yet); a shell request has
+        started (ipykernel published ``busy``): an apply request's user code
+        is only the call (:meth:`_call`), while any other request (a cell) may
+        run user code anywhere in its handler.  Outside the main thread (a
+        subshell) setting the handler raises, before the gate records
+        anything: only the main thread's requests are its.
         """
         self.saved_sigint = set_signal_handler(SIGINT, self.gate.handler)
-        self.gate.enter(msg_id)
+        self.gate.enter(msg_id, phase)
 
     def sigint_restore(self) -> None:
-        """Put back the SIGINT handler from before :meth:`sigint_interrupts`."""
-        if self.saved_sigint is not None:
-            set_signal_handler(SIGINT, self.saved_sigint)
+        """Put back the SIGINT handler from before :meth:`sigint_interrupts`.
+
+        Only on the main thread: a subshell's request never had the handler,
+        and the gate is the main thread's.
+        """
+        if self.saved_sigint is not None and threading.current_thread() is threading.main_thread():
             self.gate.leave()
+            set_signal_handler(SIGINT, self.saved_sigint)
 
     def sigint_idle(self) -> None:
         """Stop turning SIGINT into KeyboardInterrupt once the user's code has returned.
 
-        ipykernel installs the interrupting handler for the whole handler call;
-        an interrupt that arrives while the reply is being built would escape
-        into ipykernel, which swallows it and sends no reply at all.
+        ipykernel keeps the handler in for the whole handler call; an interrupt
+        that arrives while the reply is being built would escape into
+        ipykernel, which swallows it and sends no reply at all.
         """
-        if self.saved_sigint is not None and threading.current_thread() is threading.main_thread():
-            set_signal_handler(SIGINT, self.saved_sigint)
-            self.gate.leave()
+        self.sigint_restore()
 
     # ------------------------------------------------------------------ the call
 
@@ -207,9 +213,16 @@ class ApplyRunner:
         namespace = self.host.shell.user_ns
         f, carried = bind_to_namespace(f, namespace) if call.native else (f, {})
         call.carried = carried
+        gate = self.gate if threading.current_thread() is threading.main_thread() else None
         with carried_names(namespace, carried) if carried else _NOTHING_CARRIED:
             try:
-                result = f(*args, **kwargs)
+                try:
+                    if gate is not None and not gate.arm():
+                        raise KeyboardInterrupt
+                    result = f(*args, **kwargs)
+                finally:
+                    if gate is not None:
+                        gate.disarm()
             except BaseException as exc:
                 return None, (type(exc), exc, exc.__traceback__.tb_next), None
         if inspect.isawaitable(result):
@@ -305,7 +318,7 @@ class ApplyRunner:
                     interrupted = True
                     loop.call_soon_threadsafe(future.cancel)
 
-            gate.enter(msg_id)
+            gate.enter(msg_id, Phase.USER_CODE)
             previous = set_signal_handler(SIGINT, cancel_on_sigint)
         try:
             return await future, None
@@ -316,8 +329,8 @@ class ApplyRunner:
             return None, (type(exc), exc, _user_frames(exc.__traceback__))
         finally:
             if previous is not None:
-                set_signal_handler(SIGINT, previous)
                 self.gate.leave()
+                set_signal_handler(SIGINT, previous)
 
     @staticmethod
     async def wait_until_sent(tracker: Any) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "set_signal_handler",
     "shell_parent",
     "show_rendered_traceback",
+    "signal_interrupt",
 ]
 
 #: ``signal.signal`` without its Python wrapper, which converts every previous
@@ -78,6 +79,14 @@ def publish_status(kernel: Any, status: str, channel: str, parent: dict[str, Any
     ipykernel 7.4.0.
     """
     kernel._publish_status(status, channel, parent=parent)
+
+
+def signal_interrupt(kernel: Any) -> None:
+    """SIGINT to the kernel (and its process group), as ipykernel's own interrupt does.
+
+    ipykernel 7.4's ``Kernel._send_interrupt_children``.
+    """
+    kernel._send_interrupt_children()
 
 
 def shell_parent(kernel: Any) -> tuple[Any, dict[str, Any]]:

@@ -30,10 +30,11 @@ from traitlets import Integer, List, Unicode
 from .. import serialize
 from .._version import __version__
 from ..namespace import NamespaceGate
-from ..protocol import TASK_EVENTS
+from ..protocol import APPLY_REQUEST, TASK_EVENTS
 from . import compat
 from .aborts import AbortRecord, answer_abort_request
 from .apply import ApplyRunner, safe_str
+from .interrupts import Phase
 from .replies import HandlerTable, error_content, find_malformed, reply_type
 from .taskchannel import TaskChannel
 from .tasksocket import bind_task_socket, close_task_socket
@@ -223,8 +224,12 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
 
     def pre_handler_hook(self) -> None:
         """ipykernel's hook (SIGINT raises KeyboardInterrupt during a handler), at C speed."""
-        msg_id = self.get_parent("shell").get("header", {}).get("msg_id")
-        self.apply_runner.sigint_interrupts(msg_id if isinstance(msg_id, str) else None)
+        header = self.get_parent("shell").get("header", {})
+        msg_id = header.get("msg_id")
+        self.apply_runner.sigint_interrupts(
+            msg_id if isinstance(msg_id, str) else None,
+            Phase.STARTED if header.get("msg_type") == APPLY_REQUEST else Phase.USER_CODE,
+        )
 
     def post_handler_hook(self) -> None:
         """ipykernel's hook: the handler that was there before ``pre_handler_hook``."""
@@ -341,7 +346,8 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
             )
         else:
             try:
-                hit = self.apply_runner.gate.aim(target, self._send_interrupt_children)
+                signal = functools.partial(compat.signal_interrupt, self)
+                hit = self.apply_runner.gate.aim(target, signal)
                 content = {"status": "ok", "interrupted": hit}
             except OSError as exc:
                 content = error_content(type(exc).__name__, safe_str(exc))

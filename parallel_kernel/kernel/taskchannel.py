@@ -267,8 +267,9 @@ class TaskChannel:
         try:
             # The interrupting handler goes in before the abort check records the
             # task as started: a client told "started" by an abort_request then
-            # interrupts it, and that interrupt must not be ignored.  Inside the
-            # try, so an interrupt right after it still restores the handler.
+            # interrupts it, and that interrupt must not be ignored (the gate keeps
+            # it for the task's code).  A SIGINT with no target is dropped until
+            # the client has been told that the task starts.
             runner.sigint_interrupts(msg["header"].get("msg_id"))
             if self.host.admit(self.socket, idents, msg):
                 msg_id = msg["header"]["msg_id"]
@@ -280,6 +281,7 @@ class TaskChannel:
                         batch.unreported = []
                 elif msg["metadata"].get(REPORT_START):
                     self._report_start([msg_id], msg["raw_header"], msg["compact"], idents)
+                runner.gate.started()
                 self.outputs.watch(msg_id)
                 call = runner.start(msg, (idents, batch))
         finally:

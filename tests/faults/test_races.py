@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import random
+import signal
 import threading
 import time
 
@@ -115,6 +116,45 @@ def test_an_interrupt_storm() -> None:
         assert pool.broadcast(engine_pid) == pids
         pool.interrupt()
         assert list(pool.map(abs, range(-20, 0))) == list(range(20, 0, -1))
+
+
+@pytest.mark.timeout(300)
+def test_a_sigint_flood_never_costs_a_reply_or_an_engine() -> None:
+    """SIGINTs sent straight to an engine, every millisecond or so, while tasks come by both
+    channels: each lands in a task's code or is dropped, never in the kernel's own steps
+    around a task (its abort check, start report or reply), so every task is answered."""
+    rng = random.Random(11)
+    with Pool(1) as pool:
+        [pid] = pool.broadcast(engine_pid)
+        stop = threading.Event()
+
+        def flood() -> None:
+            while not stop.is_set():
+                os.kill(pid, signal.SIGINT)
+                time.sleep(rng.random() * 0.002)
+
+        flooder = threading.Thread(target=flood)
+        futures = []
+        flooder.start()
+        try:
+            for i in range(900):
+                by_shell = i % 3 == 0  # a timeout sends a task on the shell channel
+                options = {"timeout": 30} if by_shell else {}
+                futures.append(pool.submit(record, i, rng.choice([0, 0, 0.001]), **options))
+            pending = concurrent.futures.wait(futures, timeout=WAIT).not_done
+        finally:
+            stop.set()
+            flooder.join(WAIT)
+        assert not pending
+        outcomes = {"ok": 0, "interrupted": 0}
+        for i, future in enumerate(futures):
+            try:
+                assert future.result() == i
+                outcomes["ok"] += 1
+            except TaskInterrupted:
+                outcomes["interrupted"] += 1
+        assert outcomes["interrupted"] > 0, outcomes
+        assert pool.broadcast(engine_pid) == [pid]
 
 
 @pytest.mark.timeout(200)
