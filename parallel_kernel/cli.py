@@ -20,6 +20,8 @@ from ._version import __version__
 
 
 def _location_options(parser: argparse.ArgumentParser) -> None:
+    """The options saying where a kernelspec goes (``--user``/``--sys-prefix``/``--prefix``)
+    and under which name, shared by ``install`` and ``uninstall``."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="the current user's Jupyter data dir")
     where.add_argument(
@@ -180,6 +182,8 @@ def _run_kernel(argv: list[str]) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    """Run the ``install``/``uninstall``/``clean``/... subcommand; its exit status
+    (a failure is one line on stderr, not a traceback)."""
     try:
         if args.command == "install":
             path = kernelspec.install(

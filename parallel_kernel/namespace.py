@@ -67,6 +67,8 @@ class _Rebinder:
         return result
 
     def _function(self, f: FunctionType) -> FunctionType:
+        """A copy of ``f`` whose globals are the engine's namespace, if ``f`` came with
+        private globals of its own (pickled by value); else ``f`` itself."""
         if not self._is_private(f.__globals__, f.__module__):
             return f
         self.private[id(f.__globals__)] = f.__globals__
@@ -88,6 +90,7 @@ class _Rebinder:
         return bound
 
     def _class(self, cls: type) -> type:
+        """Rebind ``cls``'s methods (plain, static and class methods) in place."""
         if cls.__module__ == "builtins":
             return cls
         for name, attr in list(vars(cls).items()):

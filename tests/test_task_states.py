@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from parallel_kernel.pool import futures
 from parallel_kernel.pool.engine_state import EngineRecord, EngineState
 from parallel_kernel.pool.futures import TaskFuture
 from parallel_kernel.pool.scheduler import Job, Scheduler
@@ -154,7 +155,7 @@ def test_unmet_dependencies_ban_the_engine_without_using_a_retry() -> None:
 def test_a_done_future_is_never_retried() -> None:
     task = make_task(retries=5)
     task.send(0, "task", "m1")
-    task.future._resolve(None, RuntimeError("resolved elsewhere"))
+    futures.resolve(task.future, None, RuntimeError("resolved elsewhere"))
     for setback in Setback:
         assert not decide(task, setback, 0).retry
 

@@ -41,6 +41,7 @@ class PoolBackend(AutoBatchingMixin, ParallelBackendBase):
         self._owns_pool = pool is None
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
+        """How many tasks joblib may run at once: the pool's engines, or ``n_jobs``."""
         if self._pool is not None:
             return len(self._pool.engines)
         if n_jobs is None or n_jobs < 0:
@@ -48,21 +49,25 @@ class PoolBackend(AutoBatchingMixin, ParallelBackendBase):
         return max(1, n_jobs)
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
+        """Start the pool for a ``Parallel`` call unless one was given; its engine count."""
         self.parallel = parallel
         if self._pool is None:
             self._pool = Pool(self.effective_n_jobs(n_jobs), **self._pool_options)
         return self.effective_n_jobs(n_jobs)
 
     def submit(self, func: Any, callback: Any = None) -> TaskFuture:
+        """Run one joblib batch on the pool; ``callback(future)`` once it is done."""
         future = self._pool.submit(func)
         if callback is not None:
             future.add_done_callback(callback)
         return future
 
     def retrieve_result_callback(self, out: TaskFuture) -> Any:
+        """The batch's results, or its own exception (joblib re-raises it as is)."""
         return out.result()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
+        """A batch failed: cancel what has not started, and stop the pool unless reused."""
         if self._pool is not None:
             for future in self._pool.futures():
                 future.cancel()
@@ -70,6 +75,7 @@ class PoolBackend(AutoBatchingMixin, ParallelBackendBase):
             self.terminate()
 
     def terminate(self) -> None:
+        """Stop a pool this backend started (what still runs finishes, queued work is dropped)."""
         if self._owns_pool and self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -8,28 +8,21 @@ engine's sockets itself.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
-import contextvars
-import functools
-import math
 import os
-import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .. import protocol, remote, serialize
-from ..errors import EngineTimeout, PoolBroken, RemoteError, TaskInterrupted
-from . import arguments, lifecycle, output, runtime_files
-from .control import Control, TaskHandle
+from .. import protocol, serialize
+from ..errors import PoolBroken
+from . import arguments, futures, lifecycle, mapping, output, runtime_files
+from .all_engines import AllEngines
+from .control import TaskHandle
 from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
-from .engine_state import EngineState
-from .futures import TaskFuture, _progress
+from .futures import TaskFuture
 from .launch import check_kernel_name, launch_transport
 from .scheduler import Job
 from .tasks import Task, kind_of
@@ -49,9 +42,6 @@ class _Option:
 
 #: Seconds a kernel given to :meth:`Pool.connect` has to answer.
 CONNECT_TIMEOUT = 10.0
-
-#: Engines that no longer take part: all-engine calls leave them out.
-_GONE = (EngineState.DEAD, EngineState.STOPPED)
 
 
 @dataclass(frozen=True)
@@ -164,6 +154,7 @@ class Pool(Executor):
             )
         )
         core = self._core
+        self._all = AllEngines(core, self._submit_message)
         try:
             if _connection_files is None:
                 core.bridge.run(core.engines.start(count), timeout=startup_timeout * 2 + 10)
@@ -330,7 +321,7 @@ class Pool(Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         future = TaskFuture()
         task = Task(future, msg_type, content, buffers, job, **options)
-        future._handle = TaskHandle(core.control, task)
+        futures.attach(future, TaskHandle(core.control, task))
         if self.forward_output:
             task.origin = output.origin()
         core.futures.add(future)
@@ -356,93 +347,34 @@ class Pool(Executor):
         The iterables are consumed at once.  Without ``chunksize``, items are
         cut into about four chunks per engine.  ``timeout`` bounds the whole
         iteration, counted from this call.  ``progress`` shows a tqdm bar
-        (``True`` or a dict of tqdm options).  ``retries`` reruns a chunk on
-        another engine if its engine dies, as for :meth:`submit`.
+        (``True`` or a dict of tqdm options) of the items finished.
+        ``retries`` reruns a chunk on another engine if its engine dies, as
+        for :meth:`submit`.  Each result is let go of once yielded; stopping
+        early cancels what has not run, and Ctrl-C also interrupts what runs.
         """
-        if timeout is not None and not arguments.is_number(timeout):
-            raise TypeError(
-                f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
-            )
-        arguments.check_retries(retries)
-        if chunksize is not None and (
-            not isinstance(chunksize, int) or isinstance(chunksize, bool)
-        ):
-            raise TypeError(f"chunksize must be an int, got {type(chunksize).__name__}")
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"chunksize must be at least 1, got {chunksize}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        items = list(zip(*iterables, strict=False))
-        if chunksize is None:
-            chunksize = max(1, math.ceil(len(items) / (4 * max(1, len(self._core.records)))))
-        if chunksize == 1:
-            runner, frames = fn, serialize.pack(fn)
-            futures = [self._submit_packed(runner, args, frames, retries) for args in items]
-            sizes = [1] * len(futures)
-        else:
-            runner = functools.partial(remote.run_chunk, fn)
-            frames = serialize.pack(runner)
-            chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
-            futures = [self._submit_packed(runner, (chunk,), frames, retries) for chunk in chunks]
-            sizes = [len(chunk) for chunk in chunks]
-        bar = _progress(len(items), progress, "map")
-        if bar is not None:
-            lock = threading.Lock()
-            # the bar advances from the pool's thread, as output of the caller's
-            # context: in a notebook, its widget updates belong to the calling cell
-            caller = contextvars.copy_context()
-            for future, size in zip(futures, sizes, strict=True):
-
-                def advance(f: Any, size: int = size) -> None:
-                    if f.cancelled() or isinstance(f.exception(), TaskInterrupted):
-                        return  # only finished items count
-                    with lock:
-                        caller.run(bar.update, size)
-
-                future.add_done_callback(advance)
-        return self._map_results(futures, chunksize > 1, deadline, bar, self._core.control)
+        mapping.check_options(timeout, chunksize, retries)
+        return mapping.map_results(
+            self._submit_packed,
+            self._core.control,
+            len(self._core.records),
+            fn,
+            iterables,
+            timeout=timeout,
+            chunksize=chunksize,
+            progress=progress,
+            retries=retries,
+        )
 
     def _submit_packed(
         self, fn: Any, args: tuple[Any, ...], frames: list[Any], retries: int
     ) -> TaskFuture:
+        """Submit a call whose function is already pickled (``frames``), as ``map`` does."""
         content, buffers = serialize.pack_apply(fn, args, function_frames=frames)
-        return self._submit_message("apply_request", content, buffers, Job(), retries=retries)
+        return self._submit_message(
+            protocol.APPLY_REQUEST, content, buffers, Job(), retries=retries
+        )
 
-    @staticmethod
-    def _map_results(
-        futures: list[TaskFuture],
-        chunked: bool,
-        deadline: float | None,
-        bar: Any,
-        control: Control,
-    ) -> Iterator[Any]:
-        """Yield results in order, letting go of each result once it is yielded (of a
-        chunk too); an early stop (or the deadline) cancels the rest, and a
-        KeyboardInterrupt (Ctrl-C) also interrupts what runs."""
-        interrupt = False
-        try:
-            futures.reverse()
-            while futures:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError("map did not finish within its timeout")
-                futures[-1].result(remaining)
-                if not chunked:
-                    # yielded straight from the future, so this frame keeps no reference
-                    yield futures.pop().result()
-                    continue
-                chunk = futures.pop().result()
-                chunk.reverse()
-                while chunk:
-                    yield chunk.pop()
-        except KeyboardInterrupt:
-            interrupt = True
-            raise
-        finally:
-            tasks = [f._handle.task for f in futures if f._handle is not None and not f.done()]
-            if tasks:
-                control.stop([t for t in tasks if t is not None], interrupt=interrupt)
-            if bar is not None:
-                bar.close()
+    # ------------------------------------------------------------------ every engine
 
     def broadcast(
         self, fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -455,37 +387,16 @@ class Pool(Executor):
         names the engines that did not answer.  Their calls are cancelled if
         they had not started, else left to finish; the pool keeps serving.
         """
-        arguments.check_timeout(timeout)
-        content, buffers = serialize.pack_apply(fn, args, kwargs)
-        futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
-        return [future.result() for future in _answered(futures, timeout, "broadcast")]
-
-    def _on_every_engine(
-        self, msg_type: str, content: dict[str, Any], buffers: list[Any]
-    ) -> dict[int, TaskFuture]:
-        """Submit one request to each engine still taking part; futures by engine id, in order."""
-        return {
-            e.id: self._submit_message(msg_type, content, buffers, Job(target=e.id))
-            for e in self.engines
-            if e.state not in _GONE
-        }
+        return self._all.broadcast(fn, args, kwargs, timeout)
 
     def push(self, values: dict[str, Any], *, timeout: float | None = None) -> None:
         """Set these names in every engine's namespace (``timeout`` as for :meth:`broadcast`)."""
-        arguments.check_timeout(timeout)
-        content, buffers = serialize.pack_apply(remote.push, (dict(values),), {})
-        futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
-        for future in _answered(futures, timeout, "push"):
-            future.result()
+        self._all.push(values, timeout)
 
     def pull(self, names: str | Iterable[str], *, timeout: float | None = None) -> list[Any]:
         """Read a name (or a list of names) from every engine's namespace, in engine order
         (``timeout`` as for :meth:`broadcast`)."""
-        arguments.check_timeout(timeout)
-        wanted = names if isinstance(names, str) else list(names)
-        content, buffers = serialize.pack_apply(remote.pull, (wanted,), {})
-        futures = self._on_every_engine(protocol.APPLY_REQUEST, content, buffers)
-        return [future.result() for future in _answered(futures, timeout, "pull")]
+        return self._all.pull(names, timeout)
 
     def execute(self, code: str, *, timeout: float | None = None) -> list[TaskFuture]:
         """Run ``code`` as a cell on every engine; return the finished futures (``stdout`` ...).
@@ -493,13 +404,7 @@ class Pool(Executor):
         Raises :class:`RemoteError` for the first engine where the code failed;
         ``timeout`` as for :meth:`broadcast`.
         """
-        arguments.check_timeout(timeout)
-        content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
-        requests = self._on_every_engine("execute_request", content, [])
-        futures = _answered(requests, timeout, "execute")
-        for future in futures:
-            future.result()
-        return futures
+        return self._all.execute(code, timeout)
 
     def clear(self, *, timeout: float | None = None) -> None:
         """Reset every engine's namespace (and re-run its start-up code).
@@ -509,34 +414,7 @@ class Pool(Executor):
         :class:`~parallel_kernel.EngineTimeout` names those that did not
         answer (they still clear when they get to it).
         """
-        arguments.check_timeout(timeout)
-        core = self._core
-
-        async def clear_all() -> tuple[list[dict[str, Any]], list[int]]:
-            waiters = {
-                e.id: core.requests.send(e, "control", protocol.CLEAR_REQUEST, {})
-                for e in core.records.values()
-                if e.connection is not None
-            }
-            if waiters:
-                await asyncio.wait(waiters.values(), timeout=timeout)
-            replies = [w.result() for w in waiters.values() if w.done()]
-            late = [engine_id for engine_id, w in waiters.items() if not w.done()]
-            for engine_id in late:
-                core.requests.forget(waiters[engine_id])
-            return replies, late
-
-        replies, late = core.bridge.run(clear_all(), timeout=None)
-        if late:
-            raise EngineTimeout(_no_answer("clear", late, timeout), late)
-        for reply in replies:
-            content = reply["content"]
-            if content.get("status") != "ok":
-                raise RemoteError(
-                    content.get("ename", "Error"),
-                    content.get("evalue", ""),
-                    content.get("traceback", []),
-                )
+        self._all.clear(timeout)
 
     def interrupt(self, engine: int | None = None) -> None:
         """Interrupt whatever runs on one engine, or on all of them.
@@ -584,21 +462,3 @@ class Pool(Executor):
     def __repr__(self) -> str:
         states = ", ".join(f"{e.id}:{e.state}" for e in self.engines)
         return f"<Pool of {len(self._core.records)} engines ({states})>"
-
-
-def _no_answer(what: str, engine_ids: list[int], timeout: float | None) -> str:
-    names = ", ".join(str(i) for i in engine_ids)
-    plural = "s" if len(engine_ids) > 1 else ""
-    return f"{what}: no answer from engine{plural} {names} within {timeout:g} s"
-
-
-def _answered(futures: dict[int, TaskFuture], timeout: float | None, what: str) -> list[TaskFuture]:
-    """The futures of an all-engine call once all are done; ``EngineTimeout`` if some are
-    not within ``timeout`` (those not started yet are cancelled, the others run on)."""
-    concurrent.futures.wait(futures.values(), timeout=timeout)
-    late = [engine_id for engine_id, future in futures.items() if not future.done()]
-    if late:
-        for engine_id in late:
-            futures[engine_id].cancel()
-        raise EngineTimeout(_no_answer(what, late, timeout), late)
-    return list(futures.values())

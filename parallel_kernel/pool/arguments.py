@@ -50,6 +50,7 @@ def connection_file_path(name: str | os.PathLike[str]) -> str:
 
 
 def check_mp_context(mp_context: Any) -> None:
+    """``mp_context`` is accepted for ProcessPoolExecutor's signature, and must be ``None``."""
     if mp_context is not None:
         raise ValueError(
             "a Pool's engines are Jupyter kernels started from a kernelspec, not "
@@ -69,6 +70,7 @@ def pack_initializer(
 
 
 def check_engine(engine: Any) -> int | None:
+    """``submit(engine=...)``: an engine id or ``None``; returned as is."""
     if engine is not None and (not isinstance(engine, int) or isinstance(engine, bool)):
         raise TypeError(f"engine must be an engine id (an int), got {type(engine).__name__}")
     return engine
@@ -90,6 +92,7 @@ def dependency(name: str, value: Any) -> Dependency | None:
 
 
 def check_retries(retries: Any) -> None:
+    """``retries``: a non-negative int."""
     if not isinstance(retries, int) or isinstance(retries, bool):
         raise TypeError(f"retries must be an int, got {type(retries).__name__}")
     if retries < 0:
@@ -97,10 +100,12 @@ def check_retries(retries: Any) -> None:
 
 
 def is_number(value: Any) -> bool:
+    """An int or a float, and not a bool (which is an int to Python)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_timeout(timeout: Any) -> None:
+    """``timeout``: ``None`` or a positive number of seconds."""
     if timeout is None:
         return
     if not is_number(timeout):

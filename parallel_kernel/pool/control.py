@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from .. import protocol
 from ..errors import EngineDied, EngineTimeout, TaskTimeout
+from . import futures
 from .tasks import Attempt, Task, TaskState
 
 if TYPE_CHECKING:
@@ -169,11 +170,13 @@ class Control:
             )
 
     async def _stop(self, tasks: list[Task], interrupt: bool) -> None:
+        """Stop ``tasks`` on the loop: cancel the queued ones here, abort those sent and
+        not started (per engine, in one request), and interrupt those running if asked."""
         waiting: dict[int, list[Attempt]] = {}
         running: list[Attempt] = []
         for task in tasks:
             if self._cancel_queued(task):
-                task.future._cancelled_by_pool()
+                futures.cancelled_by_pool(task.future)
                 continue
             attempt = task.attempt
             if attempt is None or attempt.reply is not None:
@@ -286,7 +289,7 @@ class Control:
         if attempt.reply is not None or not attempt.current:
             return False
         later_started = any(a.started for a in engine.inflight.values() if a is not attempt)
-        if engine.manager is not None and attempt.started and not later_started:
+        if engine.manager is not None and engine.serving and attempt.started and not later_started:
             await engine.manager.interrupt_kernel()
         return True  # else on its way: it interrupts this task, or nothing
 
@@ -346,8 +349,10 @@ class Control:
         targets = [records[engine_id]] if engine_id is not None else list(records.values())
 
         async def interrupt() -> list[BaseException | None]:
+            # an engine still starting runs no task, and a SIGINT before its kernel
+            # has set up its handlers would end its process
             return await asyncio.gather(
-                *(self.interrupt_engine(e) for e in targets if e.connection),
+                *(self.interrupt_engine(e) for e in targets if e.serving and e.connection),
                 return_exceptions=True,
             )
 

@@ -27,7 +27,7 @@ from ..errors import (
     TaskTimeout,
     rebuilt,
 )
-from . import output
+from . import futures, output
 from .costs import Costs
 from .tasks import Attempt, Setback, Task, TaskState, decide
 
@@ -392,9 +392,9 @@ class Dispatcher:
             self.attempts.pop(task.attempt.msg_id, None)
         if task.finish():
             if cancelled:
-                task.future._cancelled_by_pool()
+                futures.cancelled_by_pool(task.future)
             else:
-                task.future._resolve(result, error)
+                futures.resolve(task.future, result, error)
         self.release(task)
 
     @staticmethod
@@ -413,7 +413,7 @@ class Dispatcher:
             # its late events (a timer, the rest of its output) now count as stale
             task.attempt = None
         task.job.task = None
-        task.future._release()
+        futures.release(task.future)
 
     def fail_if_no_engines(self) -> None:
         """With every engine dead for good, the pool is broken: fail the queued tasks

@@ -64,6 +64,7 @@ class EngineSet:
             raise errors[0]
 
     async def _start_one(self, engine_id: int) -> None:
+        """Launch engine ``engine_id``, wait until it answers, then watch its process."""
         launcher = self.core.launcher
         record = self._add(engine_id, launcher.manager(), "")
         record.stderr_path = launcher.stderr_path(engine_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Protocol
@@ -22,11 +23,17 @@ _CALLBACK_LOG = logging.getLogger("concurrent.futures")
 
 
 class Handle(Protocol):
-    """What a future may ask of the pool about its task."""
+    """What a future may ask of the pool about its task (``None`` once the pool is done)."""
 
-    def cancel(self) -> bool: ...
+    task: Any
 
-    def interrupt(self) -> bool: ...
+    def cancel(self) -> bool:
+        """Cancel the task unless it has started; whether it will never run."""
+        ...
+
+    def interrupt(self) -> bool:
+        """Interrupt the task if it runs now; whether an interrupt went out."""
+        ...
 
 
 class TaskFuture(concurrent.futures.Future):
@@ -92,45 +99,6 @@ class TaskFuture(concurrent.futures.Future):
         handle = self._handle
         return handle is not None and handle.interrupt()
 
-    # -- for the pool (its loop thread)
-
-    def _cancelled_by_pool(self) -> None:
-        """The pool stopped the task before it ran (an abandoned map): the future is cancelled."""
-        with self._condition:
-            if self.done():
-                return
-            if not self.running():
-                super().cancel()
-                self.set_running_or_notify_cancel()
-                return
-        self.set_exception(concurrent.futures.CancelledError("stopped before it ran"))
-
-    def _notify_running(self) -> None:
-        """The engine started the task: ``running()`` becomes true."""
-        with self._condition:
-            if not self.done() and not self.running():
-                self.set_running_or_notify_cancel()
-
-    def _resolve(self, result: Any, error: BaseException | None) -> None:
-        """Set the outcome, unless the future is done already (cancelled)."""
-        with self._condition:
-            if self.done():
-                return
-            if not self.running() and not self.set_running_or_notify_cancel():
-                return
-        # running now, so cancel() cannot succeed any more; done callbacks run unlocked
-        if error is not None:
-            self.set_exception(error)
-        else:
-            self.set_result(result)
-
-    def _release(self) -> None:
-        """Forget the task (the pool is done with it), so neither keeps the other alive."""
-        handle = self._handle
-        if handle is not None:
-            handle.task = None
-            self._handle = None
-
     def display_outputs(self) -> None:
         """Show the task's stdout, stderr and rich outputs here, as output of the caller.
 
@@ -145,6 +113,61 @@ class TaskFuture(concurrent.futures.Future):
     def __repr__(self) -> str:
         where = f" on engine {self.engine_id}" if self.engine_id is not None else ""
         return f"<TaskFuture {self._state.lower()}{where}>"
+
+
+# -- the pool's side of a future (its loop thread); the only code that touches its state
+
+
+def attach(future: TaskFuture, handle: Handle) -> None:
+    """Give ``future`` the handle through which it cancels and interrupts its task."""
+    future._handle = handle
+
+
+def task_of(future: TaskFuture) -> Any:
+    """The pool's task behind ``future``, or ``None`` once the pool is done with it."""
+    handle = future._handle
+    return handle.task if handle is not None else None
+
+
+def cancelled_by_pool(future: TaskFuture) -> None:
+    """The pool stopped the task before it ran (an abandoned map): the future is cancelled."""
+    with future._condition:
+        if future.done():
+            return
+        if not future.running():
+            concurrent.futures.Future.cancel(future)
+            future.set_running_or_notify_cancel()
+            return
+    future.set_exception(concurrent.futures.CancelledError("stopped before it ran"))
+
+
+def notify_running(future: TaskFuture) -> None:
+    """The engine started the task: ``running()`` becomes true."""
+    with future._condition:
+        if not future.done() and not future.running():
+            future.set_running_or_notify_cancel()
+
+
+def resolve(future: TaskFuture, result: Any, error: BaseException | None) -> None:
+    """Set the outcome, unless the future is done already (cancelled)."""
+    with future._condition:
+        if future.done():
+            return
+        if not future.running() and not future.set_running_or_notify_cancel():
+            return
+    # running now, so cancel() cannot succeed any more; done callbacks run unlocked
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def release(future: TaskFuture) -> None:
+    """Forget the task (the pool is done with it), so neither keeps the other alive."""
+    handle = future._handle
+    if handle is not None:
+        handle.task = None
+        future._handle = None
 
 
 def _guarded(
@@ -175,12 +198,23 @@ def _progress(total: int, enabled: bool | dict[str, Any], desc: str) -> Any:
     """A tqdm bar of ``total`` tasks if ``enabled`` (``True`` or tqdm options), else ``None``."""
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    if _in_a_kernel():
+        from tqdm.auto import tqdm  # a widget where ipywidgets is installed
+    else:
+        # tqdm.auto would pick widgets whenever ipykernel is imported, even in a terminal
+        from tqdm.std import tqdm
 
     options = {"total": total, "desc": desc, "unit": "task"}
     if isinstance(enabled, dict):
         options.update(enabled)
     return tqdm(**options)
+
+
+def _in_a_kernel() -> bool:
+    """Whether this code runs in a Jupyter kernel (a notebook or console behind it)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def as_completed(

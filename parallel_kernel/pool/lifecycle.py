@@ -81,6 +81,7 @@ def wait(core: PoolCore, future: concurrent.futures.Future[None]) -> None:
 
 
 async def _wind_down(core: PoolCore) -> None:
+    """Let the submitted work finish, stop the engines, then remove the pool's files."""
     try:
         await core.work_done()
         if not core.stopped:

@@ -40,10 +40,13 @@ class EngineManager(AsyncKernelManager):
     """A kernel manager whose connection file names the client process (see :func:`clean`)."""
 
     def write_connection_file(self, **kwargs: object) -> None:
+        """Write the engine's connection file naming this process as its client, so that
+        :func:`clean` can tell the files of a client that is gone."""
         super().write_connection_file(**{CLIENT_KEY: os.getpid()}, **kwargs)
 
 
 def _process_runs(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -80,6 +83,7 @@ def _socket_files(stem: Path) -> list[Path]:
 
 
 def _remove(paths: list[Path], dry_run: bool) -> list[Path]:
+    """Remove these files (or, for a dry run, only list those that exist); the removed."""
     if dry_run:
         return [p for p in paths if p.exists()]
     removed = []

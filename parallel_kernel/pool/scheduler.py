@@ -111,9 +111,11 @@ class Scheduler:
         self._clock = itertools.count(1)
 
     def add_engine(self, engine_id: int, hwm: int) -> None:
+        """Make room for an engine that takes up to ``hwm`` slots (not available yet)."""
         self.engines[engine_id] = EngineSlot(engine_id, hwm)
 
     def set_available(self, engine_id: int, available: bool) -> None:
+        """Whether the engine takes tasks now (the engine state machine keeps this in step)."""
         self.engines[engine_id].available = available
 
     def finished(self, engine_id: int, cost: float = 1.0) -> None:

@@ -25,6 +25,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from . import futures
+
 
 class TaskState(enum.StrEnum):
     """Where a task is, as the pool knows it."""
@@ -175,7 +177,7 @@ class Task:
         if not attempt.current or self.state is not TaskState.SENT:
             return False
         self._move((TaskState.SENT,), TaskState.RUNNING)
-        self.future._notify_running()
+        futures.notify_running(self.future)
         return True
 
     def answer(self, attempt: Attempt, reply: dict[str, Any]) -> bool:
