@@ -2,7 +2,8 @@
 
 Where to look (``docs/architecture.md`` tells the whole story):
 
-- :mod:`.api`: ``Pool``, the public face (arguments, packing, ``map``, shutdown);
+- :mod:`.api`: ``Pool``, the public face (arguments, packing, shutdown);
+- :mod:`.mapping`, :mod:`.all_engines`: ``map``; the calls that go to every engine;
 - :mod:`.core`: the loop-thread side of one pool, wiring the parts below;
 - :mod:`.engines`, :mod:`.engine_state`: engines' lives and the engine state machine;
 - :mod:`.tasks`: the task state machine, attempts and the one retry policy;
