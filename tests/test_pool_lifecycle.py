@@ -219,6 +219,21 @@ def test_shutdown_without_waiting_can_cancel_the_queued_tasks() -> None:
     assert [e.state for e in pool.engines] == ["stopped"]
 
 
+def test_shutdown_cancels_the_tasks_waiting_at_the_engine_too() -> None:
+    """With the default hwm a task waits at the engine behind the running one; the cancel
+    aborts it there (one abort per engine, not one wait per task), and it never runs."""
+    pool = Pool(1)
+    running = pool.submit(nap, 1)
+    queued = [pool.submit(nap, 0.01 * i) for i in range(6)]
+    wait_until(running.running)
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert not running.done()
+    concurrent.futures.wait(queued, timeout=WAIT)
+    assert all(f.cancelled() for f in queued)
+    assert running.result(WAIT) == 1
+    pool.shutdown(wait=True)
+
+
 # -- a dropped pool
 
 

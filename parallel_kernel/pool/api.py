@@ -441,12 +441,22 @@ class Pool(Executor):
             raise RuntimeError("shutdown() blocks; it cannot be called from a pool callback")
         core.closed = True
         if cancel_futures:
-            for future in self.futures():
-                future.cancel()
+            self._cancel_waiting()
         self._finalizer.detach()
         done = lifecycle.wind_down(core)
         if wait:
             lifecycle.wait(core, done)
+
+    def _cancel_waiting(self) -> None:
+        """Cancel every task that has not started: those queued here at once, those sent
+        to engines with one abort per engine (so this takes a fraction of a second)."""
+        waiting = [futures.task_of(f) for f in self.futures()]
+        tasks = [task for task in waiting if task is not None]
+        if self._core.bridge.on_loop:  # a pool callback: only what waits here
+            for task in tasks:
+                self._core.control.cancel(task)
+        else:
+            self._core.control.stop(tasks, interrupt=False)
 
     def _teardown(self) -> None:
         """A start failed: stop the engines that did start and remove the pool's files."""
