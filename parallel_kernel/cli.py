@@ -114,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 
+    stacks = commands.add_parser(
+        "stacks",
+        help="print the live Python stack of what running engines are doing",
+        description="Ask each kernel (a connection file, or a bare name looked up in the "
+        "Jupyter runtime directory) for the stack of what it runs, user frames only, "
+        "innermost last; it is read without stopping or slowing the task. An idle kernel "
+        "says so.",
+    )
+    stacks.add_argument("connection_files", nargs="+", metavar="CONNECTION_FILE")
+    stacks.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds each kernel has to answer (5)"
+    )
+
     commands.add_parser(
         "kernel",
         help="run the kernel (arguments as for ipykernel, e.g. -f connection.json)",
@@ -211,6 +224,10 @@ def _run_command(args: argparse.Namespace) -> int:
             from .demo import run_demo
 
             return run_demo(engines=args.engines, kernel_name=args.kernel_name)
+        elif args.command == "stacks":
+            from .pool.stacks import stacks_of_files
+
+            print("\n".join(stacks_of_files(args.connection_files, args.timeout)), end="")
         elif args.command == "clean":
             from .pool import runtime_files
 

@@ -26,6 +26,9 @@ REPORT_START = "report_start"
 TASK_EVENTS = (APPLY_STARTED,)
 ABORT_REQUEST = "abort_request"
 CLEAR_REQUEST = "clear_request"
+#: Control channel: the Python stack of what the engine's main thread runs, user frames only
+#: (content ``{"msg_id": id}`` to ask for that request's only); answered at once.
+STACK_REQUEST = "stack_request"
 
 #: Buffers of at least this many bytes travel as message frames of their own,
 #: sent without copying; smaller ones are pickled inline or packed into one frame.

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import io
-import marshal
 import pickle
 import types
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 
 import cloudpickle
 
+from . import source
 from .errors import DeserializationError, SerializationError
 from .function_cache import FunctionCache, LoadedFunctions
 from .protocol import LARGE_BUFFER
@@ -94,17 +94,15 @@ class _Pickler(cloudpickle.Pickler):
     and code objects that keep their file name.
 
     cloudpickle names the file of code sent by value ``<dynamic-code>``; with
-    the real name, a task's traceback shows its source lines wherever the
-    engine can read the file (the client's machine).  Both sides run the same
-    Python version (as cloudpickle's own code pickles need), so ``marshal``,
-    the format of ``.pyc`` files, carries code objects whole.
+    the real name and the source lines carried along (:mod:`parallel_kernel.source`),
+    a task's traceback shows its source on any engine.
     """
 
     def reducer_override(self, obj: Any) -> Any:
         """Pickle a memoryview as a :func:`_rebuild_memoryview` of an out-of-band buffer,
-        a code object as its ``marshal`` bytes."""
+        a code object as its ``marshal`` bytes and source lines."""
         if type(obj) is types.CodeType:
-            return marshal.loads, (marshal.dumps(obj),)
+            return source.reduce_code(obj)
         if type(obj) is memoryview:
             data = obj if obj.c_contiguous else memoryview(obj.tobytes())
             try:

@@ -267,3 +267,11 @@ def junit_outcomes(report: Path) -> dict[str, str]:
         kinds = {child.tag for child in case} & {"failure", "error", "skipped"}
         outcomes[node] = kinds.pop() if kinds else "passed"
     return outcomes
+
+
+def wait_until(condition: Any, timeout: float = 30) -> None:
+    """Poll ``condition()`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"the condition never held within {timeout} s"
+        time.sleep(0.01)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from jupyter_client.manager import KernelManager
 
 from parallel_kernel import (
@@ -416,13 +417,6 @@ def test_a_pool_connects_to_an_engine_on_ipc_sockets(tmp_path, monkeypatch) -> N
         assert parallel["task_port"] not in ports | {info["hb_port"]}
     finally:
         manager.shutdown_kernel(now=True)
-
-
-def wait_until(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_tasks_submitted_right_after_an_engine_is_killed_all_run() -> None:

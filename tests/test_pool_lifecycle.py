@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from jupyter_client.manager import KernelManager
 
 from parallel_kernel import EngineDied, Pool, PoolBroken
@@ -43,13 +44,6 @@ def process_ends(pid: int, timeout: float = 30) -> bool:
             return True
         time.sleep(0.1)
     return False
-
-
-def wait_until(condition, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.05)
 
 
 def nap(seconds: float) -> float:

@@ -121,6 +121,10 @@ class ApplyRunner:
         self.host = host
         self.saved_sigint: Any = None
         self.gate = InterruptGate()
+        #: ``(msg_id, coroutine)`` of the task whose coroutine the main thread awaits.
+        self.awaiting: tuple[str | None, Any] | None = None
+        #: Where a task's user code begins on the main thread's stack (see :mod:`.stacks`).
+        self.call_code = ApplyRunner._call.__code__
         self._traceback_lock = threading.Lock()
 
     # ------------------------------------------------------------------ SIGINT
@@ -320,6 +324,7 @@ class ApplyRunner:
 
             gate.enter(msg_id, Phase.USER_CODE)
             previous = set_signal_handler(SIGINT, cancel_on_sigint)
+            self.awaiting = (msg_id, awaitable)
         try:
             return await future, None
         except BaseException as exc:
@@ -329,6 +334,7 @@ class ApplyRunner:
             return None, (type(exc), exc, _user_frames(exc.__traceback__))
         finally:
             if previous is not None:
+                self.awaiting = None
                 self.gate.leave()
                 set_signal_handler(SIGINT, previous)
 

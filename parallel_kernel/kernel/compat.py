@@ -26,6 +26,7 @@ __all__ = [
     "PrivateOverrides",
     "apply_curve_server_options",
     "bind_socket",
+    "cell_runner_codes",
     "flush_output",
     "lock_wanted",
     "main_shell_lock",
@@ -79,6 +80,14 @@ def publish_status(kernel: Any, status: str, channel: str, parent: dict[str, Any
     ipykernel 7.4.0.
     """
     kernel._publish_status(status, channel, parent=parent)
+
+
+def cell_runner_codes() -> tuple[Any, ...]:
+    """Code objects of IPython's functions that call a cell's code (``InteractiveShell.run_code``,
+    checked against IPython 9): a cell's own frames are the ones below them."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    return (InteractiveShell.run_code.__code__,)
 
 
 def signal_interrupt(kernel: Any) -> None:

@@ -30,12 +30,13 @@ from traitlets import Integer, List, Unicode
 from .. import serialize
 from .._version import __version__
 from ..namespace import NamespaceGate
-from ..protocol import APPLY_REQUEST, TASK_EVENTS
+from ..protocol import APPLY_REQUEST, STACK_REQUEST, TASK_EVENTS
 from . import compat
 from .aborts import AbortRecord, answer_abort_request
 from .apply import ApplyRunner, safe_str
 from .interrupts import Phase
 from .replies import HandlerTable, error_content, find_malformed, reply_type
+from .stacks import stack_content
 from .taskchannel import TaskChannel
 from .tasksocket import bind_task_socket, close_task_socket
 
@@ -101,6 +102,7 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
                 "abort_request": self.abort_request,
                 "clear_request": self.control_clear_request,
                 "interrupt_request": self.interrupt_request,
+                STACK_REQUEST: self.stack_request,
             },
             unknown=functools.partial(self._unknown_request, "control"),
             send_error=self._send_error_reply,
@@ -125,7 +127,12 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
             "task_port": self.task_port,
             "task_requests": ["apply_request"],
             "task_events": list(TASK_EVENTS),
-            "control_requests": ["abort_request", "clear_request", "interrupt_request"],
+            "control_requests": [
+                "abort_request",
+                "clear_request",
+                "interrupt_request",
+                STACK_REQUEST,
+            ],
         }
         return info
 
@@ -352,6 +359,26 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
             except OSError as exc:
                 content = error_content(type(exc).__name__, safe_str(exc))
         self.session.send(stream, "interrupt_reply", content, parent, ident=ident)
+
+    # ------------------------------------------------------------------ stacks
+
+    async def stack_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
+        """The Python stack of what runs (user frames), read without stopping it.
+
+        With ``{"msg_id": id}``, the frames are given only if that request runs
+        now; ``running`` names what runs (``null``: the engine is idle).
+        """
+        request = parent["content"]
+        wanted = request.get("msg_id") if isinstance(request, dict) else None
+        if wanted is not None and not isinstance(wanted, str):
+            content = error_content(
+                "TypeError",
+                "stack_request 'msg_id' must be a msg_id string or absent; got "
+                + type(wanted).__name__,
+            )
+        else:
+            content = {**stack_content(self.apply_runner, wanted), "engine_id": self.engine_id}
+        self.session.send(stream, reply_type(STACK_REQUEST), content, parent, ident=ident)
 
     def should_handle(self, stream: Any, msg: dict[str, Any], idents: list[bytes]) -> bool:
         """Answer an aborted request with its reply type and ``status: aborted``.

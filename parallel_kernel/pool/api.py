@@ -426,6 +426,15 @@ class Pool(Executor):
         """
         self._core.control.interrupt_all(engine)
 
+    def stacks(self) -> list[str]:
+        """Every engine's live stack, in engine order: what its task is doing right now.
+
+        Each is text: ``engine N: idle``, or the user frames of what runs, as
+        a traceback shows them (innermost last), taken without stopping it;
+        an engine that cannot answer says why.  ``print(*pool.stacks())``.
+        """
+        return self._core.stacks.of_engines()
+
     # ------------------------------------------------------------------ shutdown
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -51,7 +51,7 @@ class Abort(enum.Enum):
 
 
 class TaskHandle:
-    """What a future may ask of its task: cancel it or interrupt it (from any thread)."""
+    """What a future may ask of its task: cancel it, interrupt it, its stack (any thread)."""
 
     __slots__ = ("control", "task")
 
@@ -68,6 +68,13 @@ class TaskHandle:
         """Interrupt the task if it is running now; return whether an interrupt was sent."""
         task = self.task
         return task is not None and self.control.interrupt(task)
+
+    def stack(self) -> str:
+        """The task's live stack (see :mod:`.stacks`)."""
+        task = self.task
+        if task is None:
+            raise RuntimeError("the task is not running (it has finished)")
+        return self.control.core.stacks.of_task(task, "the task")
 
 
 class Control:

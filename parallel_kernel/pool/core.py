@@ -29,6 +29,7 @@ from .launch import Launcher
 from .loop import Bridge
 from .requests import Requests
 from .scheduler import Scheduler
+from .stacks import Stacks
 
 #: Seconds to wait for an engine to start and answer kernel_info.
 STARTUP_TIMEOUT = 60.0
@@ -73,6 +74,7 @@ class PoolCore:
         self.engines = EngineSet(self)
         self.dispatch = Dispatcher(self)
         self.control = Control(self)
+        self.stacks = Stacks(self)
         #: No new tasks are accepted (shutdown began).
         self.closed = False
         #: The engines were stopped.

@@ -35,6 +35,10 @@ class Handle(Protocol):
         """Interrupt the task if it runs now; whether an interrupt went out."""
         ...
 
+    def stack(self) -> str:
+        """The task's live stack, formatted; ``RuntimeError`` if it does not run."""
+        ...
+
 
 class TaskFuture(concurrent.futures.Future):
     """The future of one task run on a pool engine.
@@ -46,6 +50,7 @@ class TaskFuture(concurrent.futures.Future):
     - ``outputs``: rich outputs it displayed (``display_data`` contents);
     - ``metadata``: the reply metadata (``started``, ``completed``, ``engine`` ...);
     - ``interrupt()``: interrupt the task if it is running;
+    - ``stack()``: the running task's live stack, taken on its engine;
     - ``display_outputs()``: show what it printed and displayed here (in a
       notebook, as output of the current cell);
     - ``await future`` in asyncio code.
@@ -98,6 +103,21 @@ class TaskFuture(concurrent.futures.Future):
         """Interrupt the task if it is running now; return whether an interrupt was sent."""
         handle = self._handle
         return handle is not None and handle.interrupt()
+
+    def stack(self) -> str:
+        """The running task's current Python stack, as a traceback shows it (innermost last).
+
+        Taken on the engine without stopping or slowing the task: only the
+        task's own frames, also while it waits in C code (``time.sleep``, a
+        numpy call).  ``RuntimeError`` if the task is not running (queued,
+        finished); :class:`~parallel_kernel.EngineTimeout` if the engine does
+        not answer within a few seconds (a task holding the GIL in C code).
+        """
+        handle = self._handle
+        if handle is None:
+            state = "cancelled" if self.cancelled() else "finished" if self.done() else "pending"
+            raise RuntimeError(f"the task is not running (it is {state})")
+        return handle.stack()
 
     def display_outputs(self) -> None:
         """Show the task's stdout, stderr and rich outputs here, as output of the caller.
