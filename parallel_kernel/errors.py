@@ -159,7 +159,31 @@ class EngineDied(ParallelError, BrokenProcessPool):
     Also a ``BrokenProcessPool``, which is what ``ProcessPoolExecutor`` raises
     for a dead worker, so code written for it catches this too; the pool
     itself keeps serving (it restarts the engines it started).
+
+    What is known of the death, for an engine the pool started on this
+    machine (the message says it too): ``engine_id``; ``reason``, how its
+    process ended; ``stderr``, the last lines it wrote to standard error;
+    ``fault``, the Python stack of every thread at a fatal signal (SIGSEGV,
+    SIGABRT ...); ``oom``, how the kernel's out-of-memory killer was found
+    to have killed it (``""`` if it was not).
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        engine_id: int | None = None,
+        reason: str = "",
+        stderr: str = "",
+        fault: str = "",
+        oom: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.engine_id = engine_id
+        self.reason = reason
+        self.stderr = stderr
+        self.fault = fault
+        self.oom = oom
 
 
 class PoolBroken(ParallelError, BrokenProcessPool):

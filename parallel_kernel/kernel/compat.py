@@ -30,6 +30,7 @@ __all__ = [
     "flush_output",
     "lock_wanted",
     "main_shell_lock",
+    "original_stderr_fd",
     "publish_status",
     "remember_ports",
     "render_traceback",
@@ -88,6 +89,22 @@ def cell_runner_codes() -> tuple[Any, ...]:
     from IPython.core.interactiveshell import InteractiveShell
 
     return (InteractiveShell.run_code.__code__,)
+
+
+def original_stderr_fd() -> int | None:
+    """The file descriptor of the process's own standard error.
+
+    With ``capture_fd_output`` (ipykernel 7.4's default), fd 2 is a pipe that a
+    thread of this process forwards to IOPub, and the file the kernel was
+    started with lives on as ipykernel's ``OutStream._original_stdstream_copy``.
+    """
+    copy = getattr(sys.stderr, "_original_stdstream_copy", None)
+    if isinstance(copy, int):
+        return copy
+    try:
+        return sys.__stderr__.fileno() if sys.__stderr__ is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def signal_interrupt(kernel: Any) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import faulthandler
 import functools
 from typing import Any
 
@@ -160,6 +161,7 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
     def start(self) -> None:
         """Start serving (task channel included), after running the start-up code once."""
         super().start()
+        self._dump_stacks_on_fault()
         if self.task_socket is None:
             self._open_task_socket()
         if self.task_socket is not None:
@@ -167,6 +169,18 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
                 self, self.apply_runner, self.task_socket, self.io_loop.asyncio_loop
             )
         self.run_startup_code()
+
+    @staticmethod
+    def _dump_stacks_on_fault() -> None:
+        """At a fatal signal (SIGSEGV, SIGABRT ...), write every thread's Python stack to
+        the process's own standard error, where a pool reads why its engine died.
+
+        fd 2 may be ipykernel's pipe to IOPub, read by a thread that dies with
+        the process, so the dump goes to the file the kernel was started with.
+        """
+        fd = compat.original_stderr_fd()
+        if fd is not None:
+            faulthandler.enable(file=fd, all_threads=True)
 
     def _open_task_socket(self) -> None:
         """Open the task channel when the application did not (a plain ``IPKernelApp``).

@@ -29,6 +29,7 @@ from ..errors import (
 )
 from . import futures, output
 from .costs import Costs
+from .death import Cause, engine_died
 from .tasks import Attempt, Setback, Task, TaskState, decide
 
 if TYPE_CHECKING:
@@ -336,14 +337,16 @@ class Dispatcher:
         self.fail_if_no_engines()
         self.schedule()
 
-    def lost(self, engine: EngineRecord, attempts: list[Attempt], why: str) -> None:
+    def lost(
+        self, engine: EngineRecord, attempts: list[Attempt], why: str, cause: Cause | None = None
+    ) -> None:
         """An engine died with these attempts in flight: finish, retry or fail each."""
         for attempt in attempts:
             if attempt.reply is not None:
                 self.finish(attempt)
             elif attempt.current:
                 setback = Setback.ENGINE_LOST if attempt.started else Setback.NEVER_STARTED
-                error = EngineDied(f"engine {engine.id} died ({why})")
+                error = engine_died(engine.id, why, cause)
                 self._apply(attempt.task, setback, engine.id, error)
 
     def _remote_error(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from jupyter_client.manager import AsyncKernelManager
 
     from .connection import EngineConnection
+    from .death import Clues
     from .scheduler import Scheduler
     from .tasks import Attempt
 
@@ -72,6 +73,8 @@ class EngineRecord:
         #: Attempts sent to it and not answered yet, in the order sent.
         self.inflight: dict[str, Attempt] = {}
         self.stderr_path: Path | None = None
+        #: What will explain its process's death (taken at each start; see :mod:`.death`).
+        self.clues: Clues | None = None
         self.stderr: Any = None
         self.iopub_seen = asyncio.Event()
         self.watcher: asyncio.Task[None] | None = None

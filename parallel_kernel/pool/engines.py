@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import protocol
-from ..errors import EngineDied, EngineStartError, EngineTimeout, RemoteError
-from . import launch
+from ..errors import EngineStartError, EngineTimeout, RemoteError
+from . import death, launch
 from .connection import EngineConnection, kernel_client
 from .engine_state import SERVING, EngineRecord, EngineState
 
@@ -138,6 +138,8 @@ class EngineSet:
         task_port = parallel.get("task_port")
         if core.options.task_channel and isinstance(task_port, int) and task_port > 0:
             engine.connection.connect_task(task_port)
+        if engine.clues is not None:
+            engine.clues.settled()
         if core.options.initializer is not None and not await self._initialize(engine):
             return
         engine.ready()
@@ -221,30 +223,40 @@ class EngineSet:
             await asyncio.sleep(POLL_INTERVAL)
             alive = engine.manager is None or await engine.manager.is_alive()
             if engine.state in SERVING and not alive:
-                why, by_itself = await launch.exit_reason(engine.manager)
-                await self.lose(engine, why, by_itself=by_itself)
+                why, by_itself, signal_name = await launch.exit_reason(engine.manager)
+                cause = engine.clues.cause(signal_name) if engine.clues is not None else None
+                await self.lose(engine, why, by_itself=by_itself, cause=cause)
 
     def heartbeat_lost(self, engine: EngineRecord) -> None:
         """The engine's heartbeat stopped answering."""
         if engine.serving:
             self.core.bridge.spawn(self.lose(engine, "its heartbeat stopped"))
 
-    async def lose(self, engine: EngineRecord, why: str, *, by_itself: bool = False) -> None:
+    async def lose(
+        self,
+        engine: EngineRecord,
+        why: str,
+        *,
+        by_itself: bool = False,
+        cause: death.Cause | None = None,
+    ) -> None:
         """An engine died: hand back its attempts, then restart it if the pool owns it.
 
         ``by_itself``: its process ended on its own (exited, or a fault), so what
-        it was running may have started even without a report.
+        it was running may have started even without a report.  ``cause``:
+        what its process left behind (see :mod:`.death`).
         """
         if not engine.serving:
             return
         core = self.core
-        log.warning("Engine %d died (%s)", engine.id, why)
+        details = cause.details() if cause is not None else ""
+        log.warning("Engine %d died (%s)%s", engine.id, why, f"\n{details}" if details else "")
         lost = engine.lose(by_itself=by_itself)
         restarting = engine.owned and core.options.restart and not core.closed
         if restarting:
             engine.restart()  # before its tasks go back: they may wait for it
-        core.dispatch.lost(engine, lost, why)
-        core.requests.fail(engine.id, EngineDied(f"engine {engine.id} died ({why})"))
+        core.dispatch.lost(engine, lost, why, cause)
+        core.requests.fail(engine.id, death.engine_died(engine.id, why, cause))
         self._disconnect(engine)
         if restarting:
             await self._restart(engine)
@@ -259,6 +271,7 @@ class EngineSet:
         try:
             await engine.manager.restart_kernel(now=True)
             engine.connection_file = engine.manager.connection_file
+            self.core.launcher.take_clues(engine)
             await self._open(engine)
             log.info("Engine %d restarted in %.2f s", engine.id, time.monotonic() - started)
         except Exception as exc:

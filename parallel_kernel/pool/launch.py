@@ -20,6 +20,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 
+from .death import Clues
 from .runtime_files import EngineManager
 
 #: Arguments every engine the pool starts gets (no history file shared by the engines).
@@ -148,6 +149,12 @@ class Launcher:
             **options,
         )
         engine.connection_file = manager.connection_file
+        self.take_clues(engine)
+
+    def take_clues(self, engine: Any) -> None:
+        """Note what will explain the death of the engine's process, which has just started."""
+        stderr = engine.stderr_path if self.captures_stderr else None
+        engine.clues = Clues.at_start(process_id(engine.manager), stderr)
 
     def failure(self, engine: Any, why: str) -> str:
         """The message of an engine that failed to start: why, and the tail of its stderr."""
@@ -164,9 +171,10 @@ class Launcher:
 OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
 
 
-async def exit_reason(manager: AsyncKernelManager | None) -> tuple[str, bool]:
-    """How an engine's process ended (its exit status or the signal that killed it), and
-    whether it ended by itself: exited, or a fault of its own such as SIGSEGV.
+async def exit_reason(manager: AsyncKernelManager | None) -> tuple[str, bool, str | None]:
+    """How an engine's process ended (its exit status or the signal that killed it),
+    whether it ended by itself (exited, or a fault of its own such as SIGSEGV), and the
+    name of the signal that killed it, if one did.
 
     A process that ends by itself did so running something, and so may have
     been running a task even if its report that it started had no time to
@@ -175,14 +183,22 @@ async def exit_reason(manager: AsyncKernelManager | None) -> tuple[str, bool]:
     provisioner = manager.provisioner if manager is not None else None
     code = await provisioner.poll() if provisioner is not None else None
     if code is None:
-        return "its process exited", False
+        return "its process exited", False, None
     if code < 0:
         try:
             killer = signal.Signals(-code)
         except ValueError:
-            return f"its process was killed by signal {-code}", True
-        return f"its process was killed by {killer.name}", killer not in OUTSIDE_SIGNALS
-    return f"its process exited with status {code}", True
+            return f"its process was killed by signal {-code}", True, None
+        name = killer.name
+        return f"its process was killed by {name}", killer not in OUTSIDE_SIGNALS, name
+    return f"its process exited with status {code}", True, None
+
+
+def process_id(manager: AsyncKernelManager | None) -> int | None:
+    """The pid of an engine process the pool started here (``None`` elsewhere)."""
+    provisioner = manager.provisioner if manager is not None else None
+    pid = getattr(provisioner, "pid", None)
+    return pid if isinstance(pid, int) else None
 
 
 def remove_sockets(manager: AsyncKernelManager) -> None:
