@@ -1,4 +1,4 @@
-"""Every Python example in the user guide runs as a script and prints what it says."""
+"""Every Python example in the user guides runs as a script and prints what it says."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "pool.md"
-EXAMPLES = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+#: The guides whose Python examples are scripts that run as they are.
+GUIDES = ("pool.md", "debugging.md")
+EXAMPLES = {
+    f"{guide.removesuffix('.md')}-{i}": source
+    for guide in GUIDES
+    for i, source in enumerate(re.findall(r"```python\n(.*?)```", (DOCS / guide).read_text(), re.S))
+}
 
 
 def expected_output(source: str) -> list[str]:
@@ -24,7 +30,7 @@ def expected_output(source: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("source", EXAMPLES, ids=[f"example-{i}" for i in range(len(EXAMPLES))])
+@pytest.mark.parametrize("source", EXAMPLES.values(), ids=EXAMPLES.keys())
 def test_guide_example(source: str, tmp_path: Path) -> None:
     script = tmp_path / "example.py"
     script.write_text(source)
