@@ -123,6 +123,8 @@ class ApplyRunner:
         self.gate = InterruptGate()
         #: ``(msg_id, coroutine)`` of the task whose coroutine the main thread awaits.
         self.awaiting: tuple[str | None, Any] | None = None
+        #: ``(msg_id, exc_info)`` of the last task that raised here (for post-mortems).
+        self.last_failure: tuple[str | None, ExcInfo] | None = None
         #: Where a task's user code begins on the main thread's stack (see :mod:`.stacks`).
         self.call_code = ApplyRunner._call.__code__
         self._traceback_lock = threading.Lock()
@@ -228,7 +230,9 @@ class ApplyRunner:
                     if gate is not None:
                         gate.disarm()
             except BaseException as exc:
-                return None, (type(exc), exc, exc.__traceback__.tb_next), None
+                # the user's frames only, for its traceback and a post-mortem debugger
+                exc.__traceback__ = exc.__traceback__.tb_next
+                return None, (type(exc), exc, exc.__traceback__), None
         if inspect.isawaitable(result):
             return None, None, _awaited_with_names(result, namespace, carried)
         return result, None, None
@@ -331,7 +335,8 @@ class ApplyRunner:
             if interrupted and isinstance(exc, asyncio.CancelledError):
                 interrupt = KeyboardInterrupt(f"interrupted while awaiting {name}")
                 return None, (KeyboardInterrupt, interrupt, None)
-            return None, (type(exc), exc, _user_frames(exc.__traceback__))
+            exc.__traceback__ = _user_frames(exc.__traceback__)
+            return None, (type(exc), exc, exc.__traceback__)
         finally:
             if previous is not None:
                 self.awaiting = None
@@ -369,6 +374,7 @@ class ApplyRunner:
                 raise call.failure
             with self._carried_bound(call):
                 if call.error is not None:
+                    self.last_failure = (call.parent["header"].get("msg_id"), call.error)
                     content = self._error_content(*call.error)
                     if call.native:
                         buffers = _pack_exception(call.error[1], content)

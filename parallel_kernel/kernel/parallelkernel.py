@@ -36,6 +36,7 @@ from . import compat
 from .aborts import AbortRecord, answer_abort_request
 from .apply import ApplyRunner, safe_str
 from .interrupts import Phase
+from .postmortem import post_mortem
 from .replies import HandlerTable, error_content, find_malformed, reply_type
 from .stacks import stack_content
 from .taskchannel import TaskChannel
@@ -373,6 +374,13 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
             except OSError as exc:
                 content = error_content(type(exc).__name__, safe_str(exc))
         self.session.send(stream, "interrupt_reply", content, parent, ident=ident)
+
+    # ------------------------------------------------------------------ debugging
+
+    def post_mortem(self, msg_id: str) -> None:
+        """Debug the last task that failed here, which must be ``msg_id`` (see
+        :mod:`.postmortem`); ``TaskFuture.debug()`` runs this as a cell."""
+        post_mortem(self.apply_runner, self.shell, msg_id)
 
     # ------------------------------------------------------------------ stacks
 

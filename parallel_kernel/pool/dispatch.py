@@ -172,7 +172,9 @@ class Dispatcher:
             self._sent(engine, task, "task", msg_id).batch = batch
 
     def _sent(self, engine: EngineRecord, task: Task, channel: str, msg_id: str) -> Attempt:
+        """Record that ``task`` went to ``engine`` as request ``msg_id``: its new attempt."""
         attempt = task.send(engine.id, channel, msg_id)
+        task.future.connection_file = engine.connection_file
         self.attempts[msg_id] = attempt
         engine.inflight[msg_id] = attempt
         engine.busy()

@@ -51,6 +51,8 @@ class TaskFuture(concurrent.futures.Future):
     - ``metadata``: the reply metadata (``started``, ``completed``, ``engine`` ...);
     - ``interrupt()``: interrupt the task if it is running;
     - ``stack()``: the running task's live stack, taken on its engine;
+    - ``debug()``: a post-mortem debugger on the engine where the task failed;
+    - ``connection_file``: the connection file of the engine that ran it;
     - ``display_outputs()``: show what it printed and displayed here (in a
       notebook, as output of the current cell);
     - ``await future`` in asyncio code.
@@ -68,6 +70,8 @@ class TaskFuture(concurrent.futures.Future):
         self._handle = handle
         self.engine_id: int | None = None
         self.msg_id: str | None = None
+        #: The connection file of the engine that ran it (``jupyter console --existing``).
+        self.connection_file: str | None = None
         self.stdout = ""
         self.stderr = ""
         self.outputs: list[dict[str, Any]] = []
@@ -118,6 +122,22 @@ class TaskFuture(concurrent.futures.Future):
             state = "cancelled" if self.cancelled() else "finished" if self.done() else "pending"
             raise RuntimeError(f"the task is not running (it is {state})")
         return handle.stack()
+
+    def debug(self) -> None:
+        """Open a post-mortem debugger on the engine where this task failed, in the
+        frame that raised, with its local variables; return when it quits (``q``).
+
+        Commands are read here (the terminal, or a notebook cell's input box)
+        and the debugger's output is shown here; the engine keeps serving
+        afterwards but runs no other task while the session is open.
+        ``RuntimeError`` if the task did not fail with its own exception, and
+        when its engine cannot debug it any more (it died or was restarted,
+        or another task has failed there since: an engine keeps only its
+        last failure).  See ``docs/debugging.md``.
+        """
+        from .postmortem import debug
+
+        debug(self)
 
     def display_outputs(self) -> None:
         """Show the task's stdout, stderr and rich outputs here, as output of the caller.
