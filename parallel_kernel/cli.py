@@ -127,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds each kernel has to answer (5)"
     )
 
+    console = commands.add_parser(
+        "console",
+        help="a terminal console in a subshell of a running kernel (answers while it is busy)",
+        description="Attach a jupyter console to a new subshell of a running kernel (a "
+        "connection file, or a bare name looked up in the Jupyter runtime directory), so it "
+        "answers while the kernel's main shell runs a task or a cell: look at the globals "
+        "tasks left, module state or memory use. Reading is safe; changing what a running "
+        "task uses is at your risk. The subshell is deleted when the console exits, and the "
+        "kernel keeps running. Arguments after -- go to jupyter console.",
+    )
+    console.add_argument("connection_file", metavar="CONNECTION_FILE")
+    console.add_argument("console_args", nargs="*", help=argparse.SUPPRESS)
+
     commands.add_parser(
         "kernel",
         help="run the kernel (arguments as for ipykernel, e.g. -f connection.json)",
@@ -224,6 +237,11 @@ def _run_command(args: argparse.Namespace) -> int:
             from .demo import run_demo
 
             return run_demo(engines=args.engines, kernel_name=args.kernel_name)
+        elif args.command == "console":
+            from .pool.arguments import connection_file_path
+            from .subshell_console import main as run_console
+
+            run_console(connection_file_path(args.connection_file), args.console_args)
         elif args.command == "stacks":
             from .pool.stacks import stacks_of_files
 
@@ -239,7 +257,7 @@ def _run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError, RuntimeError) as exc:
         print(f"parallel-kernel {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0
