@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent(
     import time
 
     class Bar:
-        # stands in for tqdm.auto.tqdm: what map's progress bar counted, printed at the end
+        # stands in for tqdm's bar (tqdm.std's outside a kernel): what map's bar counted
         def __init__(self, **options):
             self.n = 0
         def update(self, n):
@@ -52,8 +52,8 @@ SCRIPT = textwrap.dedent(
         def close(self):
             print("bar", self.n, flush=True)
 
-    import tqdm.auto
-    tqdm.auto.tqdm = Bar
+    import tqdm.std
+    tqdm.std.tqdm = Bar
 
     from parallel_kernel import Pool
 
