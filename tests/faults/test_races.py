@@ -37,6 +37,19 @@ def engine_pid() -> int:
     return os.getpid()
 
 
+def ran_or_interrupted(futures: list) -> dict[str, int]:
+    """How many of ``record``'s futures returned their own index, and how many were
+    interrupted; any other outcome fails the test."""
+    outcomes = {"ok": 0, "interrupted": 0}
+    for i, future in enumerate(futures):
+        try:
+            assert future.result() == i
+            outcomes["ok"] += 1
+        except TaskInterrupted:
+            outcomes["interrupted"] += 1
+    return outcomes
+
+
 @pytest.mark.timeout(300)
 def test_thousands_of_cancels_at_random_moments() -> None:
     """Cancel before sending, while queued at the engine, while running, after: one outcome each."""
@@ -103,13 +116,7 @@ def test_an_interrupt_storm() -> None:
             stop.set()
             stormer.join(WAIT)
         assert not pending
-        outcomes = {"ok": 0, "interrupted": 0}
-        for i, future in enumerate(futures):
-            try:
-                assert future.result() == i
-                outcomes["ok"] += 1
-            except TaskInterrupted:
-                outcomes["interrupted"] += 1
+        outcomes = ran_or_interrupted(futures)
         assert outcomes["ok"] > 0, outcomes
         assert outcomes["interrupted"] > 0, outcomes
         # the engines survived: same processes, still serving, idle interrupts ignored
@@ -146,13 +153,7 @@ def test_a_sigint_flood_never_costs_a_reply_or_an_engine() -> None:
             stop.set()
             flooder.join(WAIT)
         assert not pending
-        outcomes = {"ok": 0, "interrupted": 0}
-        for i, future in enumerate(futures):
-            try:
-                assert future.result() == i
-                outcomes["ok"] += 1
-            except TaskInterrupted:
-                outcomes["interrupted"] += 1
+        outcomes = ran_or_interrupted(futures)
         assert outcomes["interrupted"] > 0, outcomes
         assert pool.broadcast(engine_pid) == [pid]
 
