@@ -23,6 +23,8 @@ also owns the SIGINT handler switching around user code (ipykernel's
 from __future__ import annotations
 
 import asyncio
+import builtins
+import getpass
 import inspect
 import threading
 import time
@@ -32,6 +34,8 @@ from contextlib import nullcontext
 from signal import SIGINT
 from types import TracebackType
 from typing import Any, Protocol
+
+from IPython.core.error import StdinNotImplementedError
 
 from .. import serialize
 from ..namespace import bind_to_namespace, carried_names
@@ -225,7 +229,8 @@ class ApplyRunner:
                 try:
                     if gate is not None and not gate.arm():
                         raise KeyboardInterrupt
-                    result = f(*args, **kwargs)
+                    with _NoInput() if gate is not None else _NOTHING_CARRIED:
+                        result = f(*args, **kwargs)
                 finally:
                     if gate is not None:
                         gate.disarm()
@@ -493,6 +498,34 @@ def _user_frames(tb: TracebackType | None) -> TracebackType | None:
     while tb is not None and tb.tb_frame.f_code in own:
         tb = tb.tb_next
     return tb
+
+
+class _NoInput:
+    """``input()`` and ``getpass()`` fail at once with a clear error while a task runs.
+
+    Python's own ``input()`` would read the engine process's standard input:
+    end-of-file for an engine a pool started, and a terminal nobody watches
+    for one started by hand.  (A cell sent by ``execute_request`` with
+    ``allow_stdin`` does ask its frontend, as in any kernel.)
+    """
+
+    __slots__ = ("saved",)
+
+    def __enter__(self) -> None:
+        self.saved = builtins.input, getpass.getpass
+        builtins.input = getpass.getpass = _refuse_input
+
+    def __exit__(self, *exc_info: object) -> None:
+        builtins.input, getpass.getpass = self.saved
+
+
+def _refuse_input(prompt: object = "", *args: Any, **kwargs: Any) -> str:
+    """What ``input()`` does in a task."""
+    raise StdinNotImplementedError(
+        f"input({prompt!r}) was called in a task, but nobody can answer it: a task's "
+        "caller is not its engine's terminal. Pass what the task needs as an argument "
+        "(or send the code as a cell from a frontend that allows input)."
+    )
 
 
 def _name(f: Any) -> str:
