@@ -5,7 +5,11 @@ It never imports the client side (``parallel_kernel.pool``); the two meet in
 describes.
 
 * :mod:`.parallelkernel`: :class:`ParallelKernel`, its traits and message handlers;
+* :mod:`.control_requests`: the control requests it adds (abort, targeted interrupt, stacks);
 * :mod:`.apply`: running one ``apply_request``, the same on both channels;
+* :mod:`.interrupts`: where a SIGINT may land (only in a request's user code);
+* :mod:`.stacks`, :mod:`.postmortem`, :mod:`.noinput`: live stacks, post-mortem
+  debugging, ``input()`` in a task;
 * :mod:`.taskchannel`: the task channel, the fast path for ``apply_request``;
 * :mod:`.aborts`: the record of aborted requests;
 * :mod:`.replies`: one reply for every request;

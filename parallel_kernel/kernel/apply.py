@@ -23,8 +23,6 @@ also owns the SIGINT handler switching around user code (ipykernel's
 from __future__ import annotations
 
 import asyncio
-import builtins
-import getpass
 import inspect
 import threading
 import time
@@ -35,14 +33,13 @@ from signal import SIGINT
 from types import TracebackType
 from typing import Any, Protocol
 
-from IPython.core.error import StdinNotImplementedError
-
 from .. import serialize
 from ..namespace import bind_to_namespace, carried_names
 from . import compat, ipyparallel_format
 from .compat import set_signal_handler
 from .interrupts import InterruptGate, Phase
-from .replies import send_tracked
+from .noinput import NoInput
+from .replies import pack_exception, send_tracked
 
 #: The context a call runs in when its function carried no names.
 _NOTHING_CARRIED = nullcontext()
@@ -229,7 +226,7 @@ class ApplyRunner:
                 try:
                     if gate is not None and not gate.arm():
                         raise KeyboardInterrupt
-                    with _NoInput() if gate is not None else _NOTHING_CARRIED:
+                    with NoInput() if gate is not None else _NOTHING_CARRIED:
                         result = f(*args, **kwargs)
                 finally:
                     if gate is not None:
@@ -382,7 +379,7 @@ class ApplyRunner:
                     self.last_failure = (call.parent["header"].get("msg_id"), call.error)
                     content = self._error_content(*call.error)
                     if call.native:
-                        buffers = _pack_exception(call.error[1], content)
+                        buffers = pack_exception(call.error[1], content)
                 else:
                     content, buffers = self._result_content(call)
         except BaseException as exc:
@@ -394,7 +391,7 @@ class ApplyRunner:
             error = exc.original if isinstance(exc, _ResultNotPickled) else exc
             tb = error.__traceback__ if error is not exc else None
             content = self._error_content(type(error), error, tb)
-            buffers = _pack_exception(error, content) if call.native else []
+            buffers = pack_exception(error, content) if call.native else []
         call.result = None
         try:
             # a task long enough for ipykernel's timed flush to have started sending its
@@ -472,20 +469,6 @@ class _ResultNotPickled(Exception):
         self.original = original
 
 
-def _pack_exception(exc: BaseException, reply_content: dict[str, Any]) -> list[Any]:
-    """Attach the exception object itself to an error reply, when it can be pickled.
-
-    A client can then re-raise or inspect the original exception (its class
-    importable there); the error content stays complete without it.
-    """
-    try:
-        parts, buffers = serialize.pack_result(exc)
-    except serialize.SerializationError:
-        return []
-    reply_content.update(parts)
-    return buffers
-
-
 async def _awaited_with_names(awaitable: Any, namespace: dict[str, Any], carried: Any) -> Any:
     """Await a task's coroutine with its carried names bound, as during its call."""
     with carried_names(namespace, carried):
@@ -498,34 +481,6 @@ def _user_frames(tb: TracebackType | None) -> TracebackType | None:
     while tb is not None and tb.tb_frame.f_code in own:
         tb = tb.tb_next
     return tb
-
-
-class _NoInput:
-    """``input()`` and ``getpass()`` fail at once with a clear error while a task runs.
-
-    Python's own ``input()`` would read the engine process's standard input:
-    end-of-file for an engine a pool started, and a terminal nobody watches
-    for one started by hand.  (A cell sent by ``execute_request`` with
-    ``allow_stdin`` does ask its frontend, as in any kernel.)
-    """
-
-    __slots__ = ("saved",)
-
-    def __enter__(self) -> None:
-        self.saved = builtins.input, getpass.getpass
-        builtins.input = getpass.getpass = _refuse_input
-
-    def __exit__(self, *exc_info: object) -> None:
-        builtins.input, getpass.getpass = self.saved
-
-
-def _refuse_input(prompt: object = "", *args: Any, **kwargs: Any) -> str:
-    """What ``input()`` does in a task."""
-    raise StdinNotImplementedError(
-        f"input({prompt!r}) was called in a task, but nobody can answer it: a task's "
-        "caller is not its engine's terminal. Pass what the task needs as an argument "
-        "(or send the code as a cell from a frontend that allows input)."
-    )
 
 
 def _name(f: Any) -> str:

@@ -33,12 +33,12 @@ from .._version import __version__
 from ..namespace import NamespaceGate
 from ..protocol import APPLY_REQUEST, STACK_REQUEST, TASK_EVENTS
 from . import compat
-from .aborts import AbortRecord, answer_abort_request
+from .aborts import AbortRecord
 from .apply import ApplyRunner, safe_str
+from .control_requests import ControlRequests
 from .interrupts import Phase
 from .postmortem import post_mortem
 from .replies import HandlerTable, error_content, find_malformed, reply_type
-from .stacks import stack_content
 from .taskchannel import TaskChannel
 from .tasksocket import bind_task_socket, close_task_socket
 
@@ -48,7 +48,7 @@ ECHOED_METADATA = ("original_msg_id", "is_broadcast", "is_coalescing", "label")
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 
-class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
+class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
     """An ``IPythonKernel`` that also runs ``apply_request`` tasks as a parallel engine."""
 
     engine_id = Integer(
@@ -334,73 +334,12 @@ class ParallelKernel(compat.PrivateOverrides, IPythonKernel):
             }
         return {"status": "ok"}
 
-    # ------------------------------------------------------------------ abort
-
-    async def abort_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
-        """Abort queued requests by id (a list or one string), or all of them (null or []).
-
-        "All" means all of the sender's session, or every session's when the
-        content has ``"every_session": true``.
-        """
-        content = answer_abort_request(self.aborts, parent)
-        self.session.send(stream, "abort_reply", content, parent=parent, ident=ident)
-
-    # ------------------------------------------------------------------ interrupt
-
-    async def interrupt_request(
-        self, stream: Any, ident: list[bytes], parent: dict[str, Any]
-    ) -> None:
-        """Interrupt what runs; with ``{"msg_id": id}``, only that request, if it runs now.
-
-        The reply says ``"interrupted"``: false when the named request is not
-        running (queued, finished, unknown), and nothing was signalled.
-        """
-        request = parent["content"]
-        target = request.get("msg_id") if isinstance(request, dict) else None
-        if target is None:
-            await super().interrupt_request(stream, ident, parent)
-            return
-        if not isinstance(target, str):
-            content = error_content(
-                "TypeError",
-                "interrupt_request 'msg_id' must be a msg_id string or absent; got "
-                + type(target).__name__,
-            )
-        else:
-            try:
-                signal = functools.partial(compat.signal_interrupt, self)
-                hit = self.apply_runner.gate.aim(target, signal)
-                content = {"status": "ok", "interrupted": hit}
-            except OSError as exc:
-                content = error_content(type(exc).__name__, safe_str(exc))
-        self.session.send(stream, "interrupt_reply", content, parent, ident=ident)
-
     # ------------------------------------------------------------------ debugging
 
     def post_mortem(self, msg_id: str) -> None:
         """Debug the last task that failed here, which must be ``msg_id`` (see
         :mod:`.postmortem`); ``TaskFuture.debug()`` runs this as a cell."""
         post_mortem(self.apply_runner, self.shell, msg_id)
-
-    # ------------------------------------------------------------------ stacks
-
-    async def stack_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
-        """The Python stack of what runs (user frames), read without stopping it.
-
-        With ``{"msg_id": id}``, the frames are given only if that request runs
-        now; ``running`` names what runs (``null``: the engine is idle).
-        """
-        request = parent["content"]
-        wanted = request.get("msg_id") if isinstance(request, dict) else None
-        if wanted is not None and not isinstance(wanted, str):
-            content = error_content(
-                "TypeError",
-                "stack_request 'msg_id' must be a msg_id string or absent; got "
-                + type(wanted).__name__,
-            )
-        else:
-            content = {**stack_content(self.apply_runner, wanted), "engine_id": self.engine_id}
-        self.session.send(stream, reply_type(STACK_REQUEST), content, parent, ident=ident)
 
     def should_handle(self, stream: Any, msg: dict[str, Any], idents: list[bytes]) -> bool:
         """Answer an aborted request with its reply type and ``status: aborted``.

@@ -20,6 +20,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .. import serialize
+
 Handler = Callable[[Any, list[bytes], dict[str, Any]], Any]
 ErrorReply = Callable[[Any, list[bytes], dict[str, Any], dict[str, Any]], None]
 
@@ -189,3 +191,17 @@ def _is_protocol_version(version: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def pack_exception(exc: BaseException, reply_content: dict[str, Any]) -> list[Any]:
+    """Attach the exception object itself to an error reply, when it can be pickled.
+
+    A client can then re-raise or inspect the original exception (its class
+    importable there); the error content stays complete without it.
+    """
+    try:
+        parts, buffers = serialize.pack_result(exc)
+    except serialize.SerializationError:
+        return []
+    reply_content.update(parts)
+    return buffers

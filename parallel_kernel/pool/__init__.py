@@ -12,7 +12,9 @@ Where to look (``docs/architecture.md`` tells the whole story):
 - :mod:`.scheduler`, :mod:`.costs`: placement and slot shares;
 - :mod:`.connection`, :mod:`.heartbeat`, :mod:`.requests`: one engine's sockets;
 - :mod:`.launch`: engine processes; :mod:`.loop`: the loop thread;
-- :mod:`.futures`, :mod:`.output`: what the user holds and sees.
+- :mod:`.futures`, :mod:`.output`: what the user holds and sees;
+- :mod:`.stacks`, :mod:`.postmortem`, :mod:`.death`: live stacks, ``future.debug()``,
+  why an engine died.
 """
 
 from .api import Engine, Pool
