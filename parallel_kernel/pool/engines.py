@@ -255,6 +255,11 @@ class EngineSet:
         restarting = engine.owned and core.options.restart and not core.closed
         if restarting:
             engine.restart()  # before its tasks go back: they may wait for it
+        else:
+            # before its tasks go back: whoever sees one fail may submit again at once,
+            # and must find the pool broken if no engine is left
+            engine.retire()
+            core.dispatch.fail_if_no_engines()
         core.dispatch.lost(engine, lost, why, cause)
         core.requests.fail(engine.id, death.engine_died(engine.id, why, cause))
         self._disconnect(engine)
