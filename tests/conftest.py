@@ -7,6 +7,7 @@ script would; nothing here mocks the kernel or ZMQ.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ElementTree
@@ -275,3 +276,16 @@ def wait_until(condition: Any, timeout: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"the condition never held within {timeout} s"
         time.sleep(0.01)
+
+
+def run(argv: list[str], *, timeout: float = 60, **options: Any) -> subprocess.CompletedProcess:
+    """Run a program to its end, its output captured as text (``options`` as for
+    ``subprocess.run``); the caller checks the exit status."""
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, **options
+    )
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``parallel-kernel ARGS...`` (as ``python -m parallel_kernel``), as a user would."""
+    return run([sys.executable, "-m", "parallel_kernel", *args], env={**os.environ, **(env or {})})

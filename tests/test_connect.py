@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import KERNEL_ARGS, TIMEOUT
+from conftest import KERNEL_ARGS, TIMEOUT, cli
 from jupyter_client import KernelManager
 
 from parallel_kernel import EngineTimeout, Pool
@@ -95,13 +93,7 @@ def test_bad_connect_options_are_refused(live) -> None:
 
 
 def test_kernel_install_installs_our_kernelspec(tmp_path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "parallel_kernel", "kernel", "install", "--prefix", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = cli("kernel", "install", "--prefix", str(tmp_path))
     assert result.returncode == 0, result.stderr
     spec_dir = tmp_path / "share" / "jupyter" / "kernels" / "parallel"
     assert f"Installed kernelspec parallel in {spec_dir}" in result.stdout

@@ -8,21 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Driver
+from conftest import Driver, cli
 from jupyter_client.kernelspec import KernelSpecManager
 
 SPEC_FILES = {"kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg"}
-
-
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "parallel_kernel", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
 
 
 def test_installed_spec_is_found_with_no_further_step() -> None:

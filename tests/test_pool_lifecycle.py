@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import cli, wait_until
 from jupyter_client.manager import KernelManager
 
 from parallel_kernel import EngineDied, Pool, PoolBroken
@@ -418,16 +418,11 @@ def test_clean_removes_what_killed_clients_left_and_nothing_of_a_live_kernel(
     runtime_dir: Path, live_kernel: set[Path]
 ) -> None:
     left = kill_a_client(runtime_dir)
-    listed = subprocess.run(
-        [sys.executable, "-m", "parallel_kernel", "clean", "--dry-run"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=True,
-    )
+    listed = cli("clean", "--dry-run")
+    assert listed.returncode == 0, listed.stderr
     assert {Path(line.split(" ", 2)[2]) for line in listed.stdout.splitlines()} == left
     assert left <= set(runtime_dir.iterdir())
-    subprocess.run([sys.executable, "-m", "parallel_kernel", "clean"], timeout=WAIT, check=True)
+    assert cli("clean").returncode == 0
     assert set(runtime_dir.iterdir()) == live_kernel
 
 
@@ -443,21 +438,9 @@ def test_a_new_pool_removes_what_a_killed_client_left(
 
 
 def test_clean_says_what_it_removes() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "parallel_kernel", "clean", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=True,
-    )
+    result = cli("clean", "--help")
+    assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "that process is gone and nothing accepts a connection" in text
     assert "Files of live kernels, and of kernels not started by a pool, are never touched" in text
-    listed = subprocess.run(
-        [sys.executable, "-m", "parallel_kernel", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=True,
-    )
-    assert "clean" in listed.stdout
+    assert "clean" in cli("--help").stdout

@@ -18,7 +18,7 @@ from queue import Empty
 
 import pexpect
 import pytest
-from conftest import wait_until
+from conftest import run, wait_until
 from jupyter_client.manager import start_new_kernel
 
 from parallel_kernel import Pool
@@ -90,15 +90,7 @@ def test_debug_from_a_terminal(tmp_path: Path, channel: str) -> None:
 def test_debug_where_nothing_can_be_typed_quits_and_says_why(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
     script.write_text(JOB.format(options=""))
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        cwd=tmp_path,
-        check=False,
-    )
+    result = run([sys.executable, str(script)], stdin=subprocess.DEVNULL, cwd=tmp_path)
     assert result.returncode == 1
     assert "debug() needs to read the debugger's commands here" in result.stderr
     assert "standard input is closed" in result.stderr

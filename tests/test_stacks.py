@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import cli, wait_until
 
 from parallel_kernel import Pool
 
@@ -124,14 +122,9 @@ def test_the_stacks_command_reads_an_engine_from_its_connection_file(pool: Pool)
     files = [e.connection_file for e in pool.engines]
     busy = pool.submit(calls_a_helper, 5, engine=0)
     wait_until(lambda: running(busy))
-    out = subprocess.run(
-        [sys.executable, "-m", "parallel_kernel", "stacks", *files],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=True,
-    ).stdout
-    first, second = out.split("\n\n")
+    result = cli("stacks", *files)
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.split("\n\n")
     assert first.startswith(files[0])
     assert "engine 0: request" in first
     assert "waits_in_c" in first
@@ -140,15 +133,9 @@ def test_the_stacks_command_reads_an_engine_from_its_connection_file(pool: Pool)
 
 
 def test_the_stacks_command_names_a_missing_file() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "parallel_kernel", "stacks", "kernel-no-such.json"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
-    assert out.returncode == 1
-    assert "kernel-no-such.json" in out.stderr
+    result = cli("stacks", "kernel-no-such.json")
+    assert result.returncode == 1
+    assert "kernel-no-such.json" in result.stderr
 
 
 def test_a_cell_running_on_an_engine_shows_its_frames(pool: Pool) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 
 import pexpect
 import pytest
-from conftest import wait_until
+from conftest import cli, wait_until
 from jupyter_client import BlockingKernelClient
 
 from parallel_kernel import Pool
@@ -70,13 +69,7 @@ def test_a_console_reads_globals_while_a_task_runs(channel: str) -> None:
 
 
 def test_the_console_names_a_missing_connection_file() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "parallel_kernel", "console", "kernel-no-such.json"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+    result = cli("console", "kernel-no-such.json")
     assert result.returncode == 1
     assert "parallel-kernel console: error:" in result.stderr
     assert "kernel-no-such.json" in result.stderr

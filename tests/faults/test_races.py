@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import random
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -35,6 +37,26 @@ def abort_sizes() -> dict[str, int]:
 
 def engine_pid() -> int:
     return os.getpid()
+
+
+@contextlib.contextmanager
+def repeatedly(action: Callable[[], object], pause: Callable[[], float]) -> Iterator[None]:
+    """Call ``action()`` again and again on another thread, ``pause()`` seconds apart,
+    while the ``with`` block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            action()
+            time.sleep(pause())
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(WAIT)
 
 
 def ran_or_interrupted(futures: list) -> dict[str, int]:
@@ -92,17 +114,8 @@ def test_an_interrupt_storm() -> None:
     rng = random.Random(7)
     with Pool(2) as pool:
         pids = pool.broadcast(engine_pid)
-        stop = threading.Event()
-
-        def storm() -> None:
-            while not stop.is_set():
-                pool.interrupt()
-                time.sleep(rng.random() * 0.01)
-
-        stormer = threading.Thread(target=storm)
         futures = []
-        stormer.start()
-        try:
+        with repeatedly(pool.interrupt, lambda: rng.random() * 0.01):
             for i in range(600):
                 seconds = rng.choice([0, 0.001, 0.005])
                 if i % 3 == 0:
@@ -112,9 +125,6 @@ def test_an_interrupt_storm() -> None:
                 if i % 50 == 0:
                     time.sleep(0.05)
             pending = concurrent.futures.wait(futures, timeout=WAIT).not_done
-        finally:
-            stop.set()
-            stormer.join(WAIT)
         assert not pending
         outcomes = ran_or_interrupted(futures)
         assert outcomes["ok"] > 0, outcomes
@@ -133,25 +143,13 @@ def test_a_sigint_flood_never_costs_a_reply_or_an_engine() -> None:
     rng = random.Random(11)
     with Pool(1) as pool:
         [pid] = pool.broadcast(engine_pid)
-        stop = threading.Event()
-
-        def flood() -> None:
-            while not stop.is_set():
-                os.kill(pid, signal.SIGINT)
-                time.sleep(rng.random() * 0.002)
-
-        flooder = threading.Thread(target=flood)
         futures = []
-        flooder.start()
-        try:
+        with repeatedly(lambda: os.kill(pid, signal.SIGINT), lambda: rng.random() * 0.002):
             for i in range(900):
                 by_shell = i % 3 == 0  # a timeout sends a task on the shell channel
                 options = {"timeout": 30} if by_shell else {}
                 futures.append(pool.submit(record, i, rng.choice([0, 0, 0.001]), **options))
             pending = concurrent.futures.wait(futures, timeout=WAIT).not_done
-        finally:
-            stop.set()
-            flooder.join(WAIT)
         assert not pending
         outcomes = ran_or_interrupted(futures)
         assert outcomes["interrupted"] > 0, outcomes
