@@ -11,8 +11,8 @@ either way.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
-import functools
 import ipaddress
 import json
 import os
@@ -25,6 +25,7 @@ from typing import Any
 
 import zmq
 from jupyter_client.connect import write_connection_file
+from tornado.ioloop import IOLoop
 
 from .protocol import TASK_PORT_KEY
 
@@ -81,11 +82,24 @@ def _check_address(ip: str) -> None:
         context.term()
 
 
-def _remove_and_terminate(path: Path, signum: int, frame: object) -> None:
-    """On SIGTERM (how batch systems stop jobs): remove the written file, then terminate."""
+def _remove_on_sigterm(path: Path) -> None:
+    """On SIGTERM (how batch systems stop jobs), remove the written file, then terminate.
+
+    The handler is the main event loop's, not a bare ``signal.signal`` one: a
+    signal sent to the process lands on any of the kernel's threads, and
+    Python runs a bare handler only once the main thread wakes, which an idle
+    kernel's never does.  The loop's wake-up socket is written whichever
+    thread takes the signal.
+    """
+    loop = IOLoop.current().asyncio_loop  # the loop the kernel application runs
+    loop.add_signal_handler(signal.SIGTERM, _remove_and_terminate, path, loop)
+
+
+def _remove_and_terminate(path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    """Remove ``path``, then end the process as SIGTERM's default action does."""
     path.unlink(missing_ok=True)
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    loop.remove_signal_handler(signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _engine_app() -> Any:
@@ -152,7 +166,7 @@ def run_engine(
             os.replace(staging, path)
             app.connection_file = str(path)
             atexit.register(path.unlink, missing_ok=True)
-            signal.signal(signal.SIGTERM, functools.partial(_remove_and_terminate, path))
+            _remove_on_sigterm(path)
     finally:
         staging.unlink(missing_ok=True)
     info = json.loads(path.read_text())

@@ -103,6 +103,33 @@ def test_without_encryption_messages_are_only_signed(tmp_path: Path) -> None:
         stop(process)
 
 
+def _sigterm_to_a_thread_other_than_main_soon() -> None:
+    """Runs on the engine: SIGTERM, once the task has returned, to a thread that is not main."""
+    import signal
+    import threading
+
+    def send() -> None:
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Timer(0.2, send).start()
+
+
+def test_sigterm_stops_an_idle_engine_whichever_thread_takes_it(tmp_path: Path) -> None:
+    # The kernel delivers a signal sent to a process to any of its threads
+    # that does not block it; an idle engine's main thread sleeps in its event
+    # loop, so the engine must not rely on that thread being woken by the signal.
+    connection_file = tmp_path / "engine.json"
+    process = start_engine(connection_file, "--ip", "127.0.0.1", "--encryption", "none")
+    try:
+        with Pool.connect([str(connection_file)]) as pool:
+            pool.submit(_sigterm_to_a_thread_other_than_main_soon).result(TIMEOUT)
+        assert process.wait(TIMEOUT) == -signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not connection_file.exists()
+
+
 def test_a_given_connection_file_is_used_and_kept(tmp_path: Path) -> None:
     connection_file = tmp_path / "engine.json"
     assert prepare_connection_file(connection_file, "127.0.0.1") is True
