@@ -299,19 +299,3 @@ def test_a_script_s_classes_and_carried_names(tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "script ok"
-
-
-def asks() -> str:
-    return input("your name? ")
-
-
-@pytest.mark.parametrize("channel", ["task", "shell"])
-def test_input_in_a_task_fails_at_once_with_a_clear_error(channel: str) -> None:
-    """Not an EOFError from the engine's own stdin, nor a wait on a terminal nobody watches."""
-    from IPython.core.error import StdinNotImplementedError
-
-    options = {"timeout": 60} if channel == "shell" else {}
-    with Pool(1) as pool:
-        with pytest.raises(StdinNotImplementedError, match=r"input\('your name\? '\) was called"):
-            pool.submit(asks, **options).result(60)
-        assert pool.submit(abs, -1).result(60) == 1

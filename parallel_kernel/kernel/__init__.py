@@ -8,8 +8,8 @@ describes.
 * :mod:`.control_requests`: the control requests it adds (abort, targeted interrupt, stacks);
 * :mod:`.apply`: running one ``apply_request``, the same on both channels;
 * :mod:`.interrupts`: where a SIGINT may land (only in a request's user code);
-* :mod:`.stacks`, :mod:`.postmortem`, :mod:`.noinput`: live stacks, post-mortem
-  debugging, ``input()`` in a task;
+* :mod:`.stacks`, :mod:`.postmortem`, :mod:`.task_input`: live stacks, post-mortem
+  debugging, ``input()`` in a task (asked of its caller);
 * :mod:`.taskchannel`: the task channel, the fast path for ``apply_request``;
 * :mod:`.aborts`: the record of aborted requests;
 * :mod:`.replies`: one reply for every request;

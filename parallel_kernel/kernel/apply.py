@@ -38,11 +38,14 @@ from ..namespace import bind_to_namespace, carried_names
 from . import compat, ipyparallel_format
 from .compat import set_signal_handler
 from .interrupts import InterruptGate, Phase
-from .noinput import NoInput
 from .replies import pack_exception, send_tracked
+from .task_input import TaskInput, without_own_frames
 
 #: The context a call runs in when its function carried no names.
 _NOTHING_CARRIED = nullcontext()
+#: ``input()`` as it is, for a call outside the main thread (a subshell's), whose
+#: function is called as it came.
+_AS_IT_IS = nullcontext(lambda f: f)
 #: Seconds after which a task's output is flushed even if its buffers look empty.
 FORCED_FLUSH_AFTER = 0.05
 #: Longest interval, in seconds, between checks that a zero-copy reply has been sent.
@@ -56,6 +59,7 @@ class ApplyHost(Protocol):
 
     shell: Any
     session: Any
+    stdin_socket: Any
     log: Any
     ident: str
     engine_id: int
@@ -221,19 +225,20 @@ class ApplyRunner:
         f, carried = bind_to_namespace(f, namespace) if call.native else (f, {})
         call.carried = carried
         gate = self.gate if threading.current_thread() is threading.main_thread() else None
+        task_input = TaskInput(self.host, call.parent) if gate is not None else _AS_IT_IS
         with carried_names(namespace, carried) if carried else _NOTHING_CARRIED:
             try:
                 try:
                     if gate is not None and not gate.arm():
                         raise KeyboardInterrupt
-                    with NoInput() if gate is not None else _NOTHING_CARRIED:
-                        result = f(*args, **kwargs)
+                    with task_input as own:
+                        result = own(f)(*args, **kwargs)
                 finally:
                     if gate is not None:
                         gate.disarm()
             except BaseException as exc:
                 # the user's frames only, for its traceback and a post-mortem debugger
-                exc.__traceback__ = exc.__traceback__.tb_next
+                exc.__traceback__ = without_own_frames(exc.__traceback__.tb_next)
                 return None, (type(exc), exc, exc.__traceback__), None
         if inspect.isawaitable(result):
             return None, None, _awaited_with_names(result, namespace, carried)

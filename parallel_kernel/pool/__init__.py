@@ -14,7 +14,7 @@ Where to look (``docs/architecture.md`` tells the whole story):
 - :mod:`.launch`: engine processes; :mod:`.loop`: the loop thread;
 - :mod:`.futures`, :mod:`.output`: what the user holds and sees;
 - :mod:`.stacks`, :mod:`.postmortem`, :mod:`.death`: live stacks, ``future.debug()``,
-  why an engine died.
+  why an engine died; :mod:`.prompts`: a task's ``input()`` asked here.
 """
 
 from .api import Engine, Pool

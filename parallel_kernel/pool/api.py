@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .. import protocol, serialize
 from ..errors import PoolBroken
-from . import arguments, futures, lifecycle, mapping, output, runtime_files
+from . import arguments, futures, lifecycle, mapping, output, prompts, runtime_files
 from .all_engines import AllEngines
 from .control import TaskHandle
 from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
@@ -319,6 +319,8 @@ class Pool(Executor):
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if core.closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if msg_type == protocol.APPLY_REQUEST and prompts.can_answer():
+            content["allow_stdin"] = True
         future = TaskFuture()
         task = Task(future, msg_type, content, buffers, job, **options)
         futures.attach(future, TaskHandle(core.control, task))

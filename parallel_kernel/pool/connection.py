@@ -9,6 +9,11 @@ frames.  (``ZMQStream`` owns each socket's sends and receives together,
 which avoids the lost wake-ups of edge-triggered ZMQ file descriptors that
 mixing direct sends with pending receives can cause.)
 
+The shell, task and stdin sockets carry one identity (the session's, as
+jupyter_client gives them): an engine asks for a task's ``input()`` on its
+stdin channel by the identity the task came from (see
+:mod:`parallel_kernel.kernel.task_input`).
+
 Engines that advertise a task channel (``kernel_info_reply["parallel"]["task_port"]``)
 get a fourth socket, ``task``, a DEALER on that port: apply requests go there,
 past the kernel's shell machinery (see :mod:`parallel_kernel.kernel.taskchannel`).
@@ -39,6 +44,8 @@ class Listener(Protocol):
     def on_iopub(self, engine: Any, msg: dict[str, Any]) -> None: ...
 
     def on_started(self, engine: Any, msg_ids: list[str]) -> None: ...
+
+    def on_input_request(self, engine: Any, msg: dict[str, Any]) -> None: ...
 
     def on_heartbeat_lost(self, engine: Any) -> None: ...
 
@@ -73,10 +80,12 @@ class EngineConnection:
         """Connect the sockets and start reading them (on the running loop)."""
         client = self.kernel_client
         loop = IOLoop.current()
+        identity = self.session.bsession
         for channel, connect in (
-            ("shell", client.connect_shell),
+            ("shell", lambda: client.connect_shell(identity=identity)),
             ("control", client.connect_control),
             ("iopub", client.connect_iopub),
+            ("stdin", lambda: client.connect_stdin(identity=identity)),
         ):
             stream = ZMQStream(connect(), loop)
             stream.on_recv(lambda frames, channel=channel: self._received(channel, frames), False)
@@ -92,6 +101,7 @@ class EngineConnection:
         client = self.kernel_client
         socket = client.context.socket(zmq.DEALER)
         socket.linger = 1000
+        socket.identity = self.session.bsession
         if client.curve_publickey is not None:
             socket.curve_secretkey = client.curve_secretkey
             socket.curve_publickey = client.curve_publickey
@@ -220,6 +230,13 @@ class EngineConnection:
         self.session.send(stream, msg, buffers=buffers or [])
         return msg["header"]["msg_id"]
 
+    def answer_input(self, request: dict[str, Any], content: dict[str, Any]) -> None:
+        """Send the ``input_reply`` to an engine's ``input_request``."""
+        stream = self._streams.get("stdin")
+        if stream is None or stream.closed():
+            return  # the engine is gone, and its question with it
+        self.session.send(stream, "input_reply", content, parent=request)
+
     def _received(self, channel: str, frames: list[Any]) -> None:
         """Decode a message of a ZMQStream socket and hand it to the listener."""
         session = self.session
@@ -232,6 +249,9 @@ class EngineConnection:
         try:
             if channel == "iopub":
                 self.listener.on_iopub(self.owner, msg)
+            elif channel == "stdin":
+                if msg["msg_type"] == "input_request":
+                    self.listener.on_input_request(self.owner, msg)
             else:
                 self.listener.on_reply(self.owner, channel, msg)
         except Exception:

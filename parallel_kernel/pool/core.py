@@ -27,6 +27,7 @@ from .engine_state import EngineRecord
 from .engines import EngineSet
 from .launch import Launcher
 from .loop import Bridge
+from .prompts import Prompts
 from .requests import Requests
 from .scheduler import Scheduler
 from .stacks import Stacks
@@ -75,6 +76,7 @@ class PoolCore:
         self.dispatch = Dispatcher(self)
         self.control = Control(self)
         self.stacks = Stacks(self)
+        self.prompts = Prompts(self._settle)
         #: No new tasks are accepted (shutdown began).
         self.closed = False
         #: The engines were stopped.
@@ -105,6 +107,27 @@ class PoolCore:
         """``engine`` starts running these task-channel requests."""
         self.dispatch.on_started(engine, msg_ids)
 
+    def on_input_request(self, engine: EngineRecord, msg: dict[str, Any]) -> None:
+        """A task on ``engine`` calls ``input()``: ask here, answer on the loop."""
+        connection = engine.connection
+        content = msg["content"]
+        task_id = msg["parent_header"].get("msg_id")
+        if connection is None:
+            return
+        if task_id not in self.dispatch.attempts:
+            connection.answer_input(msg, {"value": "", "error": "no task of this pool asks"})
+            return
+        self.prompts.ask(
+            f"[engine {engine.id}] {content.get('prompt', '')}",
+            bool(content.get("password")),
+            lambda reply: self.bridge.call_soon(connection.answer_input, msg, reply),
+            lambda: task_id in self.dispatch.attempts,
+        )
+
+    def _settle(self, callback: Any) -> None:
+        """Run ``callback`` on the loop once it has handled the messages already read."""
+        self.bridge.call_soon(self.bridge.loop.call_soon, callback)
+
     def on_heartbeat_lost(self, engine: EngineRecord) -> None:
         """``engine``'s heartbeat stopped answering."""
         self.engines.heartbeat_lost(engine)
@@ -131,6 +154,7 @@ class PoolCore:
         left = [a.task for a in dispatch.attempts.values()] + list(dispatch.queued_tasks())
         for task in left:
             dispatch.resolve(task, error=EngineDied("the pool was shut down"))
+        self.prompts.close()
         self.bridge.cancel_background()
 
     async def kill(self) -> None:
@@ -141,6 +165,7 @@ class PoolCore:
         left = [a.task for a in dispatch.attempts.values()] + list(dispatch.queued_tasks())
         for task in left:
             dispatch.resolve(task, error=EngineDied("the pool was stopped at once"))
+        self.prompts.close()
         self.bridge.cancel_background()
 
     def cleanup(self) -> None:
