@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import EXAMPLES, Driver, outputs_of
+from jupyter_client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
@@ -111,6 +112,37 @@ def test_interrupt_request_in_message_mode(kernel: Driver) -> None:
     msg_id = kernel.start_busy_task(30)
     assert kernel.control("interrupt_request")["content"]["status"] == "ok"
     assert kernel.reply(msg_id, timeout=10)["content"]["ename"] == "KeyboardInterrupt"
+
+
+def test_kernel_info_is_answered_while_the_main_shell_is_busy(kernel: Driver) -> None:
+    """A frontend connecting to a busy kernel (JupyterLab's subshell console does, and
+    waits for this reply before creating its subshell) is not kept waiting for the cell."""
+    msg_id = kernel.start_busy_task(30)
+    client = BlockingKernelClient()  # a second frontend, with a session of its own
+    client.load_connection_file(kernel.manager.connection_file)
+    client.start_channels()
+    try:
+        started = time.monotonic()
+        reply = client.kernel_info(reply=True, timeout=10)
+        assert reply["content"]["status"] == "ok"
+        assert "kernel subshells" in reply["content"]["supported_features"]
+        assert time.monotonic() - started < 10
+        statuses = []
+        while "idle" not in statuses:
+            msg = client.get_iopub_msg(timeout=10)
+            if msg["parent_header"].get("msg_id") == reply["parent_header"]["msg_id"]:
+                statuses.append(msg["content"]["execution_state"])
+        assert statuses == ["busy", "idle"]
+    finally:
+        client.stop_channels()
+    # the client that is waiting for the busy request gets its replies in order
+    info_id = kernel.send("kernel_info_request")
+    assert kernel.no_reply(wait=1.0) == []
+    kernel.control("interrupt_request")
+    first = kernel.client.get_shell_msg(timeout=10)
+    assert first["parent_header"]["msg_id"] == msg_id
+    assert first["content"]["ename"] == "KeyboardInterrupt"
+    assert kernel.reply(info_id)["content"]["status"] == "ok"
 
 
 def test_restart_gives_a_fresh_engine(fresh_kernel: Driver) -> None:

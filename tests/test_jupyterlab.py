@@ -5,7 +5,7 @@ installed; Debian's Chromium, headless and driven through Playwright, opens the
 Launcher, starts a notebook on the kernel from its card, runs cells that use a
 ``Pool``, interrupts and restarts the kernel from the notebook's toolbar, and
 runs the pool example notebook, whose progress bars and engine figures it
-checks as rendered.
+checks as rendered, and opens a subshell console on a busy notebook.
 Screenshots of every step go to ``test-artifacts/jupyterlab/``, together with
 the server's log.
 """
@@ -483,3 +483,156 @@ def test_the_pool_example_notebook_shows_live_progress_bars_and_engine_figures(
             re.compile(rf"\[engine \d\] seed {seed}: mean"), timeout=CELL_RESULT
         )
     lab_page.shot("figures")
+
+
+# ---------------------------------------------------------------- subshell consoles
+#
+# "New Subshell Console for Notebook" opens a console whose requests carry a
+# ``subshell_id``: they run in a thread of the notebook's kernel, with the
+# notebook's namespace, while the notebook's own cell keeps the main shell busy.
+# JupyterLab creates the console's subshell only once the console's own
+# connection has had a ``kernel_info_reply``, which it asks for on the shell
+# channel; the kernel answers it on its shell channel's thread, so a console
+# opened on a notebook that is already busy works too (with ipykernel's own
+# routing it would wait for the cell).
+
+SUBSHELL_ANSWER = 20_000  # ms: a console in a subshell answers at once, busy notebook or not
+LONG_CELL = 30  # s: the notebook's cell, long enough to read from the console meanwhile
+
+
+class SubshellConsole:
+    """The console "New Subshell Console for Notebook" opened below the notebook."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.panel = page.locator(".jp-ConsolePanel")
+        self.prompt = self.panel.locator(".jp-CodeConsole-promptCell .cm-content")
+        self.cells = self.panel.locator(".jp-CodeConsole-content .jp-CodeCell")
+
+    @classmethod
+    def open_for(cls, notebook: Notebook, subshell_timeout: float = PAGE_LOAD) -> SubshellConsole:
+        """Open the console and wait until its subshell exists.
+
+        Until then the console's requests go to the main shell; JupyterLab shows
+        no sign of the subshell, its websocket does: ``create_subshell_reply``.
+        """
+        page = notebook.page
+        # from the notebook (its cell editor has the focus): command mode, the command palette
+        page.keyboard.press("Escape")
+        page.keyboard.press("Control+Shift+C")
+        page.locator(".lm-CommandPalette-input").fill("New Subshell Console")
+        command = page.locator(
+            ".lm-CommandPalette-item", has_text="New Subshell Console for Notebook"
+        )
+        # the notebook's connection is open already: the new one is the console's
+        with page.expect_websocket(
+            lambda ws: "/channels" in ws.url, timeout=PAGE_LOAD
+        ) as connection:
+            command.click(timeout=CELL_RESULT)
+        connection.value.wait_for_event(
+            "framereceived", predicate=_is_create_subshell_reply, timeout=subshell_timeout
+        )
+        console = cls(page)
+        expect(console.panel).to_have_count(1, timeout=PAGE_LOAD)
+        expect(console.prompt).to_have_count(1, timeout=PAGE_LOAD)
+        return console
+
+    def run(self, code: str, timeout: float) -> Locator:
+        """Run ``code`` at the prompt; its output once shown."""
+        index = self.cells.count()
+        self.prompt.click(timeout=CELL_RESULT)
+        self.page.keyboard.type(code)
+        expect(self.prompt).to_have_text(code, use_inner_text=True, timeout=CELL_RESULT)
+        self.page.keyboard.press("Shift+Enter")
+        output = self.cells.nth(index).locator(".jp-OutputArea-output")
+        expect(output).to_have_count(1, timeout=timeout)
+        return output
+
+
+def _is_create_subshell_reply(payload: str | bytes) -> bool:
+    """Whether a websocket frame (v1 binary, or legacy JSON) is a create_subshell_reply."""
+    marker = '"msg_type":"create_subshell_reply"'
+    if isinstance(payload, bytes):
+        return marker.encode() in payload.replace(b" ", b"")
+    return marker in payload.replace(" ", "")
+
+
+RUNNING = "[*]:"
+RAN = re.compile(r"^\[\d+\]:$")
+
+
+def start_long_cell(notebook: Notebook) -> Locator:
+    """The notebook's cell waiting ``LONG_CELL`` s on a pool task, once shown running."""
+    cell = notebook.run(
+        f"time.sleep(1); pool.submit(time.sleep, {LONG_CELL}).result()\nmarker = 'set after'"
+    )
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text(RUNNING, timeout=CELL_RESULT)
+    expect(notebook.indicator).to_have_attribute("data-status", "busy", timeout=CELL_RESULT)
+    return cell
+
+
+def prepare(lab_page: LabPage) -> Notebook:
+    """A notebook on the kernel with a pool and a global set, idle."""
+    notebook = Notebook.open_from_launcher(lab_page)
+    cell = notebook.run(
+        "import time\nfrom parallel_kernel import Pool\npool = Pool(1)\n"
+        "marker = 'set before'\npool.submit(abs, -7).result()"
+    )
+    expect(cell.locator(".jp-OutputArea-output")).to_have_text("7", timeout=POOL_RESULT)
+    notebook.wait_idle(CELL_RESULT)
+    return notebook
+
+
+@pytest.mark.timeout(300)
+def test_a_subshell_console_reads_globals_while_the_notebook_runs_a_cell(
+    lab_page: LabPage,
+) -> None:
+    notebook = prepare(lab_page)
+    console = SubshellConsole.open_for(notebook)
+    # the console's requests run in a subshell thread, not in the main shell
+    thread = console.run("import threading; threading.current_thread().name", CELL_RESULT)
+    expect(thread).to_have_text(re.compile(r"^'subshell-[0-9a-f-]+'$"), timeout=CELL_RESULT)
+    lab_page.shot("console-open")
+
+    cell = start_long_cell(notebook)
+    started = time.monotonic()
+    read = console.run("marker", SUBSHELL_ANSWER)
+    expect(read).to_have_text("'set before'", timeout=CELL_RESULT)
+    answered = time.monotonic() - started
+    # answered while the notebook's cell still runs
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text(RUNNING, timeout=CELL_RESULT)
+    assert notebook.indicator.get_attribute("data-status", timeout=CELL_RESULT) == "busy"
+    lab_page.shot("console-answered")
+
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text(RAN, timeout=POOL_RESULT)
+    finished = time.monotonic() - started
+    notebook.wait_idle(CELL_RESULT)
+    assert answered < finished - LONG_CELL / 2, (answered, finished)
+    # the same namespace: the cell's later assignment is seen too
+    expect(console.run("marker", CELL_RESULT)).to_have_text("'set after'", timeout=CELL_RESULT)
+    lab_page.shot("cell-finished")
+
+
+@pytest.mark.timeout(300)
+def test_a_subshell_console_opened_on_a_busy_notebook_answers_at_once(
+    lab_page: LabPage,
+) -> None:
+    """A console opened while the cell runs.
+
+    JupyterLab's console sends ``kernel_info_request`` (no subshell_id) when it
+    connects and waits for the reply before ``create_subshell_request`` (after
+    3 s it sends its ``execute_request`` anyway, without a subshell_id, which
+    would queue behind the cell).
+    """
+    notebook = prepare(lab_page)
+    cell = start_long_cell(notebook)
+    try:
+        console = SubshellConsole.open_for(notebook, subshell_timeout=SUBSHELL_ANSWER)
+        read = console.run("marker", SUBSHELL_ANSWER)
+        expect(read).to_have_text("'set before'", timeout=CELL_RESULT)
+        expect(cell.locator(".jp-InputArea-prompt")).to_have_text(RUNNING, timeout=CELL_RESULT)
+    finally:
+        lab_page.shot("busy-console")
+        # the cell ends here, not after LONG_CELL s (a KeyboardInterrupt, or its result)
+        notebook.toolbar_button("interrupt").click(timeout=CELL_RESULT)
+        expect(cell.locator(".jp-InputArea-prompt")).to_have_text(RAN, timeout=KERNEL_START)

@@ -12,7 +12,8 @@ describes.
   debugging, ``input()`` in a task (asked of its caller);
 * :mod:`.taskchannel`: the task channel, the fast path for ``apply_request``;
 * :mod:`.aborts`: the record of aborted requests;
-* :mod:`.replies`: one reply for every request;
+* :mod:`.replies`: one reply for every request; :mod:`.shell_order`: replies to a
+  client in the order of its requests (``kernel_info_request`` answered at once otherwise);
 * :mod:`.compat`: every private name of ipykernel and IPython the kernel uses;
 * :mod:`.ipyparallel_format`: ipyparallel's ``apply_request`` format;
 * :mod:`.app`: :class:`ParallelKernelApp`, the application that launches the kernel.

@@ -38,7 +38,8 @@ from .apply import ApplyRunner, safe_str
 from .control_requests import ControlRequests
 from .interrupts import Phase
 from .postmortem import post_mortem
-from .replies import HandlerTable, error_content, find_malformed, reply_type
+from .replies import HandlerTable, error_content, find_malformed, peek_header, reply_type
+from .shell_order import MainShellQueue
 from .taskchannel import TaskChannel
 from .tasksocket import bind_task_socket, close_task_socket
 
@@ -88,6 +89,7 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
         self.aborts = AbortRecord(capacity=self.abort_capacity, history=self.abort_capacity)
         self.namespace_gate = NamespaceGate()
         self.apply_runner = ApplyRunner(self)
+        self.main_shell_queue = MainShellQueue()
         self.shell_handlers = HandlerTable(
             {
                 **self.shell_handlers,
@@ -410,20 +412,53 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
             msg, self.shell_stream, "shell"
         ):
             return
-        if subshell_id is None or concurrent:
-            await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
-            return
-        with self.namespace_gate.running():
-            await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+        header = peek_header(self.session, msg) or {}
+        try:
+            if subshell_id is None or concurrent:
+                await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+                return
+            with self.namespace_gate.running():
+                await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+        finally:
+            if header.get("subshell_id") is None:
+                self.main_shell_queue.handled(str(header.get("session")))
 
     async def shell_channel_thread_main(self, msg: list[Any]) -> None:
-        """ipykernel's routing of shell messages to subshells, after answering malformed ones.
+        """ipykernel's routing of shell messages to subshells, after answering malformed
+        ones and ``kernel_info_request``.
 
         ipykernel would log a message it cannot deserialize and drop it, so
-        its sender would wait for a reply forever.
+        its sender would wait for a reply forever.  A ``kernel_info_request``
+        from a client with nothing waiting for the main shell is answered
+        here, on the shell channel's thread, whatever the main shell runs (see
+        :mod:`.shell_order`).
         """
-        if not self._reject_malformed(msg, self.shell_stream, "shell"):
-            await super().shell_channel_thread_main(msg)
+        if self._reject_malformed(msg, self.shell_stream, "shell"):
+            return
+        header = peek_header(self.session, msg) or {}
+        client = str(header.get("session"))
+        if header.get("msg_type") == "kernel_info_request" and not (
+            self.main_shell_queue.waiting(client)
+        ):
+            async with self.shell_channel_thread.asyncio_lock:
+                self._answer_kernel_info(msg)
+            return
+        if header.get("subshell_id") is None:
+            self.main_shell_queue.routed(client)
+        await super().shell_channel_thread_main(msg)
+
+    def _answer_kernel_info(self, frames: list[Any]) -> None:
+        """Reply to a ``kernel_info_request`` from the shell channel's thread."""
+        try:
+            idents, rest = self.session.feed_identities(frames, copy=False)
+            parent = self.session.deserialize(rest, content=True, copy=False)
+        except Exception:  # a bad signature, as ipykernel's own routing would find
+            self.log.error("Invalid message", exc_info=True)
+            return
+        compat.publish_status(self, "busy", "shell", parent)
+        content = {"status": "ok", **self.kernel_info}
+        self.session.send(self.shell_stream, "kernel_info_reply", content, parent, idents)
+        compat.publish_status(self, "idle", "shell", parent)
 
     async def process_control(self, msg: list[Any]) -> None:
         """ipykernel's control processing, after answering malformed signed messages."""

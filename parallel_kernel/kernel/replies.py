@@ -205,3 +205,15 @@ def pack_exception(exc: BaseException, reply_content: dict[str, Any]) -> list[An
         return []
     reply_content.update(parts)
     return buffers
+
+
+def peek_header(session: Any, frames: list[Any]) -> dict[str, Any] | None:
+    """The header of a raw message, read without checking its signature
+    (``Session.deserialize`` checks it, and records it against replays, so the
+    message can be deserialized only once, where it is handled)."""
+    try:
+        _, rest = session.feed_identities(frames, copy=False)
+        header = session.unpack(bytes(rest[1]))
+    except Exception:
+        return None
+    return header if isinstance(header, dict) else None
