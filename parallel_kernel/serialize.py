@@ -14,7 +14,11 @@ One *part* is a pickle frame followed by its out-of-band frames.  An
 ``apply_request`` carries two parts (the function, then the ``(args, kwargs)``
 pair) and an ``apply_reply`` carries one (the result).  The content of each
 message says how many frames belong to each part, so a truncated or padded
-frame list is detected before anything is unpickled.  ``docs/protocol.md``
+frame list is detected before anything is unpickled.  A task whose arguments
+are other tasks' results carries those values as more parts, the *inputs*,
+after its arguments: the arguments pickle holds a placeholder
+(:func:`input_placeholder`) for each, replaced by the input's value when the
+arguments are unpickled.  ``docs/protocol.md``
 describes the layout for writers of other clients.
 
 Both the kernel and the client import this module; nothing else in the project
@@ -26,6 +30,7 @@ from __future__ import annotations
 import functools
 import io
 import pickle
+import threading
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,6 +49,7 @@ __all__ = [
     "DeserializationError",
     "SerializationError",
     "describe",
+    "input_placeholder",
     "is_native_apply",
     "pack",
     "pack_apply",
@@ -51,6 +57,7 @@ __all__ = [
     "unpack",
     "unpack_apply",
     "unpack_result",
+    "with_inputs",
 ]
 
 #: Value of ``content["format"]`` in messages that use this wire format.
@@ -253,6 +260,61 @@ def is_native_apply(content: Any) -> bool:
     return isinstance(content, dict) and content.get("format") == FORMAT
 
 
+class _Input:
+    """Stands, in a task's arguments, for the value of its input number ``index``."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _input_value, (self.index,)
+
+    def __repr__(self) -> str:
+        return f"<input {self.index}>"
+
+
+def input_placeholder(index: int) -> Any:
+    """What to put in a task's arguments where the value of input ``index`` goes
+    (the inputs themselves are added by :func:`with_inputs`)."""
+    return _Input(index)
+
+
+#: The values of the inputs of the arguments being unpickled on this thread.
+_unpacking = threading.local()
+
+
+def _input_value(index: int) -> Any:
+    """The value of input ``index`` of the task whose arguments are being unpickled."""
+    values = getattr(_unpacking, "inputs", None)
+    if values is None or not 0 <= index < len(values):
+        raise DeserializationError(
+            f"the arguments refer to input {index}, which the message does not carry",
+            "arguments",
+        )
+    return values[index]
+
+
+def with_inputs(
+    content: dict[str, Any], buffers: list[Frame], values: Sequence[Any]
+) -> tuple[dict[str, Any], list[Frame]]:
+    """An ``apply_request`` packed by :func:`pack_apply`, plus the values of its inputs.
+
+    Raises :class:`SerializationError` naming the input that cannot be pickled.
+    """
+    counts, frames = [], []
+    for index, value in enumerate(values):
+        try:
+            packed = pack(_lift(value))
+        except SerializationError as exc:
+            raise SerializationError(f"input {index}: {exc}") from exc.__cause__
+        counts.append(len(packed))
+        frames.extend(packed)
+    parts = [*content["parts"][:2], *counts]
+    return {**content, "parts": parts, "inputs": len(values)}, [*buffers, *frames]
+
+
 def pack_apply(
     f: Callable[..., Any],
     args: Sequence[Any] = (),
@@ -302,9 +364,17 @@ def unpack_apply(
     :class:`DeserializationError` for any malformed message.
     """
     _check_version(content)
-    function_frames, call_frames = _split(buffers, content.get("parts"), ("function", "arguments"))
+    count = content.get("inputs", 0)
+    if type(count) is not int or count < 0:
+        raise DeserializationError(f"content 'inputs' must be a count, got {count!r}")
+    names = ("function", "arguments", *(f"input {i}" for i in range(count)))
+    function_frames, call_frames, *input_frames = _split(buffers, content.get("parts"), names)
     f = _loaded.load(function_frames)
-    call = unpack(call_frames, "arguments")
+    _unpacking.inputs = [unpack(frames, f"input {i}") for i, frames in enumerate(input_frames)]
+    try:
+        call = unpack(call_frames, "arguments")
+    finally:
+        _unpacking.inputs = None
     if (
         not isinstance(call, tuple)
         or len(call) != 2

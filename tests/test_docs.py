@@ -11,7 +11,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 #: The guides whose Python examples are scripts that run as they are.
-GUIDES = ("pool.md", "debugging.md")
+GUIDES = ("pool.md", "data.md", "debugging.md")
 EXAMPLES = {
     f"{guide.removesuffix('.md')}-{i}": source
     for guide in GUIDES

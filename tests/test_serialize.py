@@ -268,3 +268,32 @@ def test_state_a_function_carries_is_fresh_for_every_call() -> None:
     assert call_through_the_wire(remember, 3) == [1, 3]
     assert call_through_the_wire(collect, 1) == [1]
     assert call_through_the_wire(collect, 2) == [2]
+
+
+def test_inputs_travel_as_parts_after_the_arguments_and_take_their_places() -> None:
+    array = np.arange(100_000, dtype=np.float64)
+    args = ([serialize.input_placeholder(0), "x"],)
+    content, buffers = serialize.pack_apply(dict, args, {"k": serialize.input_placeholder(1)})
+    content, buffers = serialize.with_inputs(content, buffers, [array, "second"])
+    assert content["inputs"] == 2
+    assert len(content["parts"]) == 4
+    _, (items,), kwargs = serialize.unpack_apply(content, buffers)
+    assert items[1] == "x"
+    assert kwargs == {"k": "second"}
+    assert np.shares_memory(items[0], np.frombuffer(buffers[-2], dtype=np.float64))
+
+
+def test_malformed_inputs_are_refused_naming_what_is_wrong() -> None:
+    content, buffers = serialize.pack_apply(abs, (serialize.input_placeholder(1),))
+    complete, frames = serialize.with_inputs(content, buffers, [-1])
+    with pytest.raises(serialize.DeserializationError, match="refer to input 1, which the"):
+        serialize.unpack_apply(complete, frames)
+    with pytest.raises(serialize.DeserializationError, match="'inputs' must be a count"):
+        serialize.unpack_apply({**complete, "inputs": "two"}, frames)
+    with pytest.raises(
+        serialize.DeserializationError,
+        match="must be a list of 4 positive integers, got \\[1, 1, 1\\]",
+    ):
+        serialize.unpack_apply({**complete, "inputs": 2}, frames)
+    with pytest.raises(serialize.SerializationError, match="input 0: cannot serialize"):
+        serialize.with_inputs(content, buffers, [threading.Lock()])

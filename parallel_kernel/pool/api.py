@@ -268,8 +268,12 @@ class Pool(Executor):
         The function and arguments are serialized now: anything unpicklable
         raises :class:`~parallel_kernel.serialize.SerializationError` (a
         ``pickle.PicklingError``, with what pickling raised as its cause) here
-        and nothing is sent.  Options (names reserved by ``submit``; pass a
-        ``functools.partial`` for a function that takes such a keyword):
+        and nothing is sent.  A future of this pool as an argument (or an item
+        of a list, tuple or dict that is one) stands for its value: the task
+        waits for it and fails with :class:`~parallel_kernel.DependencyError`,
+        naming it, if it fails (see ``docs/data.md``).  Options (names
+        reserved by ``submit``; pass a ``functools.partial`` for a function
+        that takes such a keyword):
 
         - ``engine``: run on that engine id only;
         - ``after``: futures (or a :class:`Dependency`) that must finish first;
@@ -281,13 +285,15 @@ class Pool(Executor):
         - ``timeout``: seconds the task may run (once started) before it is
           interrupted and fails with :class:`TaskTimeout`.
         """
+        arguments.check_retries(retries)
+        arguments.check_timeout(timeout)
+        args, kwargs, inputs = arguments.take_inputs(args, kwargs, self._is_ours)
         job = Job(
             target=arguments.check_engine(engine),
             after=arguments.dependency("after", after),
             follow=arguments.dependency("follow", follow),
+            inputs=inputs,
         )
-        arguments.check_retries(retries)
-        arguments.check_timeout(timeout)
         content, buffers = serialize.pack_apply(fn, args, kwargs)
         return self._submit_message(
             protocol.APPLY_REQUEST,
@@ -323,13 +329,13 @@ class Pool(Executor):
             content["allow_stdin"] = True
         future = TaskFuture()
         task = Task(future, msg_type, content, buffers, job, **options)
-        futures.attach(future, TaskHandle(core.control, task))
+        futures.attach(future, TaskHandle(core.control, task), core.token)
         if self.forward_output:
             task.origin = output.origin()
         core.futures.add(future)
-        for dependency in (job.after, job.follow):
-            for dep in dependency.futures if dependency else ():
-                dep.add_done_callback(lambda _f: core.bridge.call_soon(core.dispatch.schedule))
+        needed = [f for d in (job.after, job.follow) if d for f in d.futures]
+        for dep in needed + [future for _, future in job.inputs]:
+            dep.add_done_callback(lambda _f: core.bridge.call_soon(core.dispatch.schedule))
         core.dispatch.submit(task)
         return future
 
@@ -371,10 +377,15 @@ class Pool(Executor):
         self, fn: Any, args: tuple[Any, ...], frames: list[Any], retries: int
     ) -> TaskFuture:
         """Submit a call whose function is already pickled (``frames``), as ``map`` does."""
+        args, _, inputs = arguments.take_inputs(args, {}, self._is_ours)
         content, buffers = serialize.pack_apply(fn, args, function_frames=frames)
         return self._submit_message(
-            protocol.APPLY_REQUEST, content, buffers, Job(), retries=retries
+            protocol.APPLY_REQUEST, content, buffers, Job(inputs=inputs), retries=retries
         )
+
+    def _is_ours(self, future: Any) -> bool:
+        """Whether ``future`` is a future of this pool's tasks."""
+        return futures.owned_by(future, self._core.token)
 
     # ------------------------------------------------------------------ every engine
 

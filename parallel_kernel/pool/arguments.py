@@ -7,6 +7,7 @@ anything is packed or registered, so a bad call leaves the pool as it was.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -114,3 +115,67 @@ def check_timeout(timeout: Any) -> None:
         )
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
+
+
+def take_inputs(
+    args: tuple[Any, ...], kwargs: dict[str, Any], is_ours: Callable[[Any], bool]
+) -> tuple[tuple[Any, ...], dict[str, Any], list[tuple[str, Any]]]:
+    """Futures among a call's arguments, each replaced by a placeholder for its value.
+
+    Looked for among the arguments and keyword values, and among the items
+    of the lists and tuples and the values of the dicts that are arguments.
+    Returns the new arguments and ``(name, future)`` for each input in
+    placeholder order, ``name`` saying where it was (``args[0]``,
+    ``kwargs['x'][2]``), for errors.  A future of another pool, or another
+    kind of future, raises ``TypeError``: its value cannot be sent from here.
+    """
+    inputs: list[tuple[str, Any]] = []
+
+    def take(value: Any, name: str, depth: int) -> Any:
+        if isinstance(value, concurrent.futures.Future):
+            if not is_ours(value):
+                raise TypeError(
+                    f"{name} is a future of another pool (or not of a pool): only this "
+                    "pool's futures can be passed as arguments; pass future.result() instead"
+                )
+            inputs.append((name, value))
+            return serialize.input_placeholder(len(inputs) - 1)
+        if depth == 0:
+            kind = type(value)
+            if kind in (list, tuple) and holds_futures(value):
+                items = [take(item, f"{name}[{i}]", 1) for i, item in enumerate(value)]
+                if any(new is not old for new, old in zip(items, value, strict=True)):
+                    return kind(items)
+            elif kind is dict and holds_futures(value.values()):
+                items = {key: take(item, f"{name}[{key!r}]", 1) for key, item in value.items()}
+                if any(items[key] is not item for key, item in value.items()):
+                    return items
+        return value
+
+    new_args = tuple(take(value, f"args[{i}]", 0) for i, value in enumerate(args))
+    new_kwargs = {key: take(value, f"kwargs[{key!r}]", 0) for key, value in kwargs.items()}
+    if not inputs:
+        return args, kwargs, inputs
+    return new_args, new_kwargs, inputs
+
+
+def holds_futures(items: Iterable[Any]) -> bool:
+    """Whether a future is among ``items`` (a scan at C speed: large lists are common)."""
+    return any(issubclass(kind, concurrent.futures.Future) for kind in set(map(type, items)))
+
+
+def any_inputs(calls: Iterable[tuple[Any, ...]]) -> bool:
+    """Whether :func:`take_inputs` would find futures among the arguments of any of
+    ``calls`` (scanned at C speed unless some argument is a container)."""
+    calls = list(calls)
+    kinds = set(map(type, itertools.chain.from_iterable(calls)))
+    if any(issubclass(kind, concurrent.futures.Future) for kind in kinds):
+        return True
+    if not kinds & {list, tuple, dict}:
+        return False
+    return any(
+        holds_futures(value.values() if type(value) is dict else value)
+        for args in calls
+        for value in args
+        if type(value) in (list, tuple, dict)
+    )

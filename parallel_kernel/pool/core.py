@@ -77,6 +77,9 @@ class PoolCore:
         self.control = Control(self)
         self.stacks = Stacks(self)
         self.prompts = Prompts(self._settle)
+        #: What this pool's futures carry to say whose they are (a token: a done
+        #: future keeps nothing of the pool alive).
+        self.token = object()
         #: No new tasks are accepted (shutdown began).
         self.closed = False
         #: The engines were stopped.

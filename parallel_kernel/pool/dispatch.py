@@ -121,6 +121,9 @@ class Dispatcher:
             if engine_id < 0:
                 self.resolve(task, error=self.scheduler.reason(job))
                 continue
+            if job.inputs and not self._carry_inputs(task):
+                self.scheduler.finished(engine_id, job.cost)
+                continue
             engine = records[engine_id]
             connection = engine.connection
             if connection is None:
@@ -148,6 +151,20 @@ class Dispatcher:
             self._sent(engine, task, channel, msg_id)
         for engine_id, tasks in batches.items():
             self._send_batch(records[engine_id], tasks)
+
+    def _carry_inputs(self, task: Task) -> bool:
+        """Add the values of the task's inputs (all done) to its request; False if one
+        cannot be pickled (the task then fails with that error)."""
+        job = task.job
+        try:
+            task.content, task.buffers = serialize.with_inputs(
+                task.content, task.buffers, [future.result() for _, future in job.inputs]
+            )
+        except serialize.SerializationError as exc:
+            self.resolve(task, error=exc)
+            return False
+        job.inputs = []  # in the request now, for every attempt
+        return True
 
     def _send_batch(self, engine: EngineRecord, tasks: list[Task]) -> None:
         """Send tasks of one engine's task channel together, as one message if several."""

@@ -68,6 +68,8 @@ class TaskFuture(concurrent.futures.Future):
     def __init__(self, handle: Handle | None = None) -> None:
         super().__init__()
         self._handle = handle
+        #: What the pool that ran it is known by (see :func:`attach`), kept when done.
+        self._owner: Any = None
         self.engine_id: int | None = None
         self.msg_id: str | None = None
         #: The connection file of the engine that ran it (``jupyter console --existing``).
@@ -158,9 +160,16 @@ class TaskFuture(concurrent.futures.Future):
 # -- the pool's side of a future (its loop thread); the only code that touches its state
 
 
-def attach(future: TaskFuture, handle: Handle) -> None:
-    """Give ``future`` the handle through which it cancels and interrupts its task."""
+def attach(future: TaskFuture, handle: Handle, owner: Any) -> None:
+    """Give ``future`` the handle through which it cancels and interrupts its task,
+    and the token of the pool it belongs to (see :func:`owned_by`)."""
     future._handle = handle
+    future._owner = owner
+
+
+def owned_by(future: Any, owner: Any) -> bool:
+    """Whether ``future`` is a future of the pool known by ``owner``, done or not."""
+    return isinstance(future, TaskFuture) and future._owner is owner
 
 
 def task_of(future: TaskFuture) -> Any:

@@ -59,6 +59,8 @@ def map_results(
     items = list(zip(*iterables, strict=False))
     if chunksize is None:
         chunksize = max(1, math.ceil(len(items) / (4 * max(1, engines))))
+    if chunksize > 1 and arguments.any_inputs(items):
+        chunksize = 1  # an item that is a task's result waits for it alone
     if chunksize == 1:
         frames = serialize.pack(fn)
         futures = [submit(fn, args, frames, retries) for args in items]

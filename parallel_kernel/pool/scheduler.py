@@ -85,6 +85,8 @@ class Job:
     after: Dependency | None = None
     follow: Dependency | None = None
     blacklist: set[int] = field(default_factory=set)
+    #: ``(name, future)`` of each future passed as an argument, whose value the task needs.
+    inputs: list[tuple[str, Any]] = field(default_factory=list)
     task: Any = None
     #: Share of an engine slot the job takes: 1, or less for tasks known to be short,
     #: so that an engine gets several of them at once (and the pool sends them together).
@@ -152,6 +154,12 @@ class Scheduler:
 
     def check(self, job: Job) -> str | None:
         """Why ``job`` can never run, or ``None``."""
+        if (failed := failed_input(job)) is not None:
+            name, future = failed
+            if future.cancelled():
+                return f"its input {name} was cancelled"
+            error = future.exception()
+            return f"its input {name} failed: {type(error).__name__}: {error}"
         for name, dependency in (("after", job.after), ("follow", job.follow)):
             if dependency is not None and dependency.state() == "impossible":
                 return f"its {name} dependency can no longer be met"
@@ -159,7 +167,9 @@ class Scheduler:
             return f"there is no engine {job.target}"
         if job.target is not None and job.target in self.retired:
             return f"its engine {job.target} is dead"
-        ready = all(d is None or d.state() == "met" for d in (job.after, job.follow))
+        ready = all(d is None or d.state() == "met" for d in (job.after, job.follow)) and all(
+            future.done() for _, future in job.inputs
+        )
         if ready and not self.eligible(job):
             if self.eligible(job, retired=True):
                 return "every engine that could run it is dead"
@@ -184,7 +194,9 @@ class Scheduler:
                 if self.check(job) is not None:
                     yield job, -1
                     continue
-                if any(d is not None and d.state() != "met" for d in (job.after, job.follow)):
+                if any(
+                    d is not None and d.state() != "met" for d in (job.after, job.follow)
+                ) or not all(future.done() for _, future in job.inputs):
                     waiting.append(job)
                     continue
                 engine_id = self._pick(job)
@@ -216,7 +228,21 @@ class Scheduler:
     def reason(self, job: Job) -> ParallelError:
         """The error of a job that can never run (``EngineDied`` when its engine is gone)."""
         why = self.check(job)
+        failed = failed_input(job)
+        if failed is not None:
+            error = DependencyError(f"the task cannot run: {why}")
+            if not failed[1].cancelled():
+                error.__cause__ = failed[1].exception()
+            return error
         places = self.eligible(job, retired=True)
         if places and places <= self.retired:
             return EngineDied(f"the task cannot run: {why}")
         return DependencyError(f"the task cannot run: {why}")
+
+
+def failed_input(job: Job) -> tuple[str, Any] | None:
+    """The first input of ``job`` that failed or was cancelled, as ``(name, future)``."""
+    for name, future in job.inputs:
+        if future.done() and (future.cancelled() or future.exception() is not None):
+            return name, future
+    return None
