@@ -29,6 +29,11 @@ CLEAR_REQUEST = "clear_request"
 #: Control channel: the Python stack of what the engine's main thread runs, user frames only
 #: (content ``{"msg_id": id}`` to ask for that request's only); answered at once.
 STACK_REQUEST = "stack_request"
+#: Control channel: the value of a result kept on the engine (content ``{"key": msg_id}``);
+#: the reply carries it as an ``apply_reply`` carries a result.
+FETCH_REQUEST = "fetch_request"
+#: Control channel: drop the results kept under these keys (content ``{"keys": [...]}``).
+RELEASE_REQUEST = "release_request"
 
 #: Buffers of at least this many bytes travel as message frames of their own,
 #: sent without copying; smaller ones are pickled inline or packed into one frame.

@@ -296,15 +296,32 @@ def _input_value(index: int) -> Any:
     return values[index]
 
 
+class Kept:
+    """An input that is not carried in the message: it is kept on an engine, under
+    ``key``; ``peer`` (the connection details of another engine) says where, if not
+    on the engine that runs the task."""
+
+    __slots__ = ("key", "peer")
+
+    def __init__(self, key: str, peer: dict[str, Any] | None = None) -> None:
+        self.key = key
+        self.peer = peer
+
+
 def with_inputs(
     content: dict[str, Any], buffers: list[Frame], values: Sequence[Any]
 ) -> tuple[dict[str, Any], list[Frame]]:
-    """An ``apply_request`` packed by :func:`pack_apply`, plus the values of its inputs.
+    """An ``apply_request`` packed by :func:`pack_apply`, plus the values of its inputs
+    (each a value to carry, or a :class:`Kept`).
 
     Raises :class:`SerializationError` naming the input that cannot be pickled.
     """
     counts, frames = [], []
+    kept: dict[str, Any] = {}
     for index, value in enumerate(values):
+        if type(value) is Kept:
+            kept[str(index)] = {"key": value.key, **({"peer": value.peer} if value.peer else {})}
+            continue
         try:
             packed = pack(_lift(value))
         except SerializationError as exc:
@@ -312,7 +329,8 @@ def with_inputs(
         counts.append(len(packed))
         frames.extend(packed)
     parts = [*content["parts"][:2], *counts]
-    return {**content, "parts": parts, "inputs": len(values)}, [*buffers, *frames]
+    extra = {"inputs": len(values), **({"kept": kept} if kept else {})}
+    return {**content, "parts": parts, **extra}, [*buffers, *frames]
 
 
 def pack_apply(
@@ -355,7 +373,9 @@ def pack_apply(
 
 
 def unpack_apply(
-    content: dict[str, Any], buffers: Sequence[Frame]
+    content: dict[str, Any],
+    buffers: Sequence[Frame],
+    kept: Callable[[int, Any], Any] | None = None,
 ) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     """Inverse of :func:`pack_apply`: return ``(f, args, kwargs)``.
 
@@ -367,10 +387,18 @@ def unpack_apply(
     count = content.get("inputs", 0)
     if type(count) is not int or count < 0:
         raise DeserializationError(f"content 'inputs' must be a count, got {count!r}")
-    names = ("function", "arguments", *(f"input {i}" for i in range(count)))
+    elsewhere = _kept_inputs(content.get("kept", {}), count, kept)
+    carried = [i for i in range(count) if i not in elsewhere]
+    names = ("function", "arguments", *(f"input {i}" for i in carried))
     function_frames, call_frames, *input_frames = _split(buffers, content.get("parts"), names)
     f = _loaded.load(function_frames)
-    _unpacking.inputs = [unpack(frames, f"input {i}") for i, frames in enumerate(input_frames)]
+    values = dict(zip(carried, input_frames, strict=True))
+    _unpacking.inputs = [
+        kept(i, elsewhere[i])
+        if kept is not None and i in elsewhere
+        else unpack(values[i], f"input {i}")
+        for i in range(count)
+    ]
     try:
         call = unpack(call_frames, "arguments")
     finally:
@@ -386,6 +414,22 @@ def unpack_apply(
             "arguments",
         )
     return f, call[0], call[1]
+
+
+def _kept_inputs(
+    kept: Any, count: int, resolve: Callable[[int, Any], Any] | None
+) -> dict[int, Any]:
+    """The inputs not carried as parts (content ``"kept"``: index -> where the value is)."""
+    if not isinstance(kept, dict) or not all(
+        isinstance(k, str) and k.isdigit() and int(k) < count for k in kept
+    ):
+        raise DeserializationError(
+            f"content 'kept' must map input indexes (below {count}) to where they are, "
+            f"got {describe(kept)}"
+        )
+    if kept and resolve is None:
+        raise DeserializationError("the message refers to kept inputs, which only engines have")
+    return {int(k): spec for k, spec in kept.items()}
 
 
 def pack_result(result: Any) -> tuple[dict[str, Any], list[Frame]]:

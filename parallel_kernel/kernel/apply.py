@@ -38,6 +38,7 @@ from ..namespace import bind_to_namespace, carried_names
 from . import compat, ipyparallel_format
 from .compat import set_signal_handler
 from .interrupts import InterruptGate, Phase
+from .kept import packed_size
 from .replies import pack_exception, send_tracked
 from .task_input import TaskInput, without_own_frames
 
@@ -61,6 +62,9 @@ class ApplyHost(Protocol):
     session: Any
     stdin_socket: Any
     log: Any
+    #: Results kept here, and the resolver of a task's kept inputs (see :mod:`.kept`).
+    kept: Any
+    kept_inputs: Any
     ident: str
     engine_id: int
 
@@ -183,7 +187,9 @@ class ApplyRunner:
         try:
             content = parent["content"]
             if serialize.is_native_apply(content) or content:
-                f, args, kwargs = serialize.unpack_apply(content, parent["buffers"])
+                f, args, kwargs = serialize.unpack_apply(
+                    content, parent["buffers"], host.kept_inputs
+                )
             else:
                 call.native = False
                 f, args, kwargs = ipyparallel_format.unpack_apply(
@@ -435,6 +441,12 @@ class ApplyRunner:
             original = exc.__cause__ or exc
             original.add_note(f"(raised while pickling the result of {call.name})")
             raise _ResultNotPickled(original) from None
+        keep_over = call.parent["content"].get("keep_over")
+        if type(keep_over) is int and (nbytes := packed_size(buffers)) >= keep_over:
+            key = call.parent["header"]["msg_id"]
+            self.host.kept.keep(key, call.result, nbytes)
+            kept = {"key": key, "nbytes": nbytes, "type": type(call.result).__qualname__}
+            return {"status": "ok", **result_content, "parts": [], "kept": kept}, []
         return {"status": "ok", **result_content}, buffers
 
     def _error_content(

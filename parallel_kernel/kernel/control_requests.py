@@ -1,7 +1,8 @@
 """The control-channel requests a parallel kernel adds to ipykernel's.
 
 ``abort_request`` (by msg_id, or all), ``interrupt_request`` naming the
-request it is for, and ``stack_request``; ``docs/protocol.md`` describes each.
+request it is for, ``stack_request``, and ``fetch_request`` and
+``release_request`` for kept results; ``docs/protocol.md`` describes each.
 They are answered on the control thread, while the main thread may be busy.
 """
 
@@ -10,10 +11,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..protocol import STACK_REQUEST
+from ..protocol import FETCH_REQUEST, RELEASE_REQUEST, STACK_REQUEST
 from . import compat
 from .aborts import answer_abort_request
 from .apply import safe_str
+from .kept import fetch_reply_content
 from .replies import error_content, reply_type
 from .stacks import stack_content
 
@@ -25,6 +27,7 @@ class ControlRequests:
     aborts: Any
     apply_runner: Any
     engine_id: int
+    kept: Any
 
     # ------------------------------------------------------------------ abort
 
@@ -86,3 +89,29 @@ class ControlRequests:
         else:
             content = {**stack_content(self.apply_runner, wanted), "engine_id": self.engine_id}
         self.session.send(stream, reply_type(STACK_REQUEST), content, parent, ident=ident)
+
+    # ------------------------------------------------------------------ kept results
+
+    async def fetch_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
+        """The value kept under ``{"key": msg_id}``, as an ``apply_reply`` carries a result."""
+        try:
+            content, buffers = fetch_reply_content(self.kept, parent["content"])
+        except (TypeError, KeyError) as exc:
+            content, buffers = error_content(type(exc).__name__, safe_str(exc.args[0])), []
+        except Exception as exc:  # the value cannot be pickled (any more)
+            content, buffers = error_content(type(exc).__name__, safe_str(exc)), []
+        # the frames are views that keep the value alive until they are sent
+        self.session.send(
+            stream, reply_type(FETCH_REQUEST), content, parent, ident=ident, buffers=buffers
+        )
+
+    async def release_request(
+        self, stream: Any, ident: list[bytes], parent: dict[str, Any]
+    ) -> None:
+        """Drop the values kept under ``{"keys": [...]}``; the reply names those dropped."""
+        keys = parent["content"].get("keys") if isinstance(parent["content"], dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            content = error_content("TypeError", "release_request 'keys' must be a list of keys")
+        else:
+            content = {"status": "ok", "released": self.kept.release(keys), **self.kept.summary()}
+        self.session.send(stream, reply_type(RELEASE_REQUEST), content, parent, ident=ident)

@@ -31,12 +31,19 @@ from traitlets import Integer, List, Unicode
 from .. import serialize
 from .._version import __version__
 from ..namespace import NamespaceGate
-from ..protocol import APPLY_REQUEST, STACK_REQUEST, TASK_EVENTS
+from ..protocol import (
+    APPLY_REQUEST,
+    FETCH_REQUEST,
+    RELEASE_REQUEST,
+    STACK_REQUEST,
+    TASK_EVENTS,
+)
 from . import compat
 from .aborts import AbortRecord
 from .apply import ApplyRunner, safe_str
 from .control_requests import ControlRequests
 from .interrupts import Phase
+from .kept import InputResolver, ResultStore
 from .postmortem import post_mortem
 from .replies import HandlerTable, error_content, find_malformed, peek_header, reply_type
 from .shell_order import MainShellQueue
@@ -88,6 +95,8 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
         super().__init__(**kwargs)
         self.aborts = AbortRecord(capacity=self.abort_capacity, history=self.abort_capacity)
         self.namespace_gate = NamespaceGate()
+        self.kept = ResultStore()
+        self.kept_inputs = InputResolver(self.kept)
         self.apply_runner = ApplyRunner(self)
         self.main_shell_queue = MainShellQueue()
         self.shell_handlers = HandlerTable(
@@ -107,6 +116,8 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
                 "clear_request": self.control_clear_request,
                 "interrupt_request": self.interrupt_request,
                 STACK_REQUEST: self.stack_request,
+                FETCH_REQUEST: self.fetch_request,
+                RELEASE_REQUEST: self.release_request,
             },
             unknown=functools.partial(self._unknown_request, "control"),
             send_error=self._send_error_reply,
@@ -136,6 +147,8 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
                 "clear_request",
                 "interrupt_request",
                 STACK_REQUEST,
+                FETCH_REQUEST,
+                RELEASE_REQUEST,
             ],
         }
         return info

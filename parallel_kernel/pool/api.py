@@ -23,6 +23,7 @@ from .all_engines import AllEngines
 from .control import TaskHandle
 from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
 from .futures import TaskFuture
+from .kept import KEEP_OVER
 from .launch import check_kernel_name, launch_transport
 from .scheduler import Job
 from .tasks import Task, kind_of
@@ -102,6 +103,11 @@ class Pool(Executor):
     :class:`~parallel_kernel.RemoteTraceback`); ``wrap_errors=True``
     raises every task error as a :class:`~parallel_kernel.RemoteError`
     instead (the task's own exception in its ``original``).
+    ``keep_over``: a result of at least this many bytes (as pickled; 1 MiB
+    by default) stays on its engine: ``result()`` fetches it on its first
+    call, and a task that takes the future as an argument gets it from there,
+    not through this process (see ``docs/data.md``); ``None`` brings every
+    result back at once.
     """
 
     def __init__(
@@ -122,12 +128,14 @@ class Pool(Executor):
         transport_encryption: str = "auto",
         task_channel: bool = True,
         wrap_errors: bool = False,
+        keep_over: int | None = KEEP_OVER,
         _connection_files: list[str] | None = None,
         _skip_unreachable: bool = False,
     ) -> None:
         if hwm < 1:
             raise ValueError(f"hwm must be at least 1, got {hwm}")
         arguments.check_mp_context(mp_context)
+        arguments.check_keep_over(keep_over)
         init_call = arguments.pack_initializer(initializer, initargs)
         if _connection_files is None:
             count = arguments.engine_count(max_workers, n)
@@ -151,6 +159,7 @@ class Pool(Executor):
                 task_channel=task_channel,
                 initializer=init_call,
                 wrap_errors=wrap_errors,
+                keep_over=keep_over,
             )
         )
         core = self._core
@@ -179,6 +188,7 @@ class Pool(Executor):
     transport_encryption = _Option()
     task_channel = _Option()
     wrap_errors = _Option()
+    keep_over = _Option()
 
     @classmethod
     def connect(
@@ -325,8 +335,11 @@ class Pool(Executor):
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if core.closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        if msg_type == protocol.APPLY_REQUEST and prompts.can_answer():
-            content["allow_stdin"] = True
+        if msg_type == protocol.APPLY_REQUEST:
+            if prompts.can_answer():
+                content["allow_stdin"] = True
+            if core.options.keep_over is not None:
+                content["keep_over"] = core.options.keep_over
         future = TaskFuture()
         task = Task(future, msg_type, content, buffers, job, **options)
         futures.attach(future, TaskHandle(core.control, task), core.token)

@@ -70,6 +70,16 @@ def pack_initializer(
     return serialize.pack_apply(initializer, tuple(initargs), {})
 
 
+def check_keep_over(keep_over: Any) -> None:
+    """``keep_over``: ``None`` or a number of bytes (an int, 0 or more)."""
+    if keep_over is None:
+        return
+    if not isinstance(keep_over, int) or isinstance(keep_over, bool):
+        raise TypeError(f"keep_over must be a number of bytes or None, got {keep_over!r}")
+    if keep_over < 0:
+        raise ValueError(f"keep_over must be 0 or more, got {keep_over}")
+
+
 def check_engine(engine: Any) -> int | None:
     """``submit(engine=...)``: an engine id or ``None``; returned as is."""
     if engine is not None and (not isinstance(engine, int) or isinstance(engine, bool)):

@@ -25,6 +25,7 @@ from .control import Control
 from .dispatch import Dispatcher
 from .engine_state import EngineRecord
 from .engines import EngineSet
+from .kept import KEEP_OVER, KeptResults
 from .launch import Launcher
 from .loop import Bridge
 from .prompts import Prompts
@@ -50,6 +51,8 @@ class PoolOptions:
     transport_encryption: str = "auto"
     task_channel: bool = True
     wrap_errors: bool = False
+    #: Results of at least this many bytes stay on their engine until needed (None: never).
+    keep_over: int | None = KEEP_OVER
     #: The packed ``initializer(*initargs)`` call every engine runs before it takes
     #: tasks (an ``apply_request``'s content and buffers), or ``None``.
     initializer: tuple[dict[str, Any], list[Any]] | None = None
@@ -77,6 +80,8 @@ class PoolCore:
         self.control = Control(self)
         self.stacks = Stacks(self)
         self.prompts = Prompts(self._settle)
+        self.kept = KeptResults(self)
+        self.scheduler.affinity = lambda job: self.kept.holders(job.inputs)
         #: What this pool's futures carry to say whose they are (a token: a done
         #: future keeps nothing of the pool alive).
         self.token = object()
@@ -153,6 +158,8 @@ class PoolCore:
         dispatch = self.dispatch
         for attempt in list(dispatch.attempts.values()):
             dispatch.finish(attempt)
+        await self.kept.fetch_all()
+        self.kept.release_all()
         await self.engines.stop()
         left = [a.task for a in dispatch.attempts.values()] + list(dispatch.queued_tasks())
         for task in left:

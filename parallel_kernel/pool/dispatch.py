@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import protocol, serialize
 from ..errors import (
+    DependencyError,
     DeserializationError,
     EngineDied,
     PoolBroken,
@@ -30,6 +31,7 @@ from ..errors import (
 from . import futures, output
 from .costs import Costs
 from .death import Cause, engine_died
+from .kept import kept_of
 from .tasks import Attempt, Setback, Task, TaskState, decide
 
 if TYPE_CHECKING:
@@ -121,10 +123,10 @@ class Dispatcher:
             if engine_id < 0:
                 self.resolve(task, error=self.scheduler.reason(job))
                 continue
-            if job.inputs and not self._carry_inputs(task):
+            engine = records[engine_id]
+            if not self._prepare(task, engine):
                 self.scheduler.finished(engine_id, job.cost)
                 continue
-            engine = records[engine_id]
             connection = engine.connection
             if connection is None:
                 self._unsent(engine, [task], ConnectionError("its sockets are closed"))
@@ -142,9 +144,7 @@ class Dispatcher:
                 channel = "shell"
             metadata = engine.start_metadata if channel == "task" else None
             try:
-                msg_id = connection.send(
-                    channel, task.msg_type, task.content, task.buffers, metadata
-                )
+                msg_id = connection.send(channel, task.msg_type, *task.request, metadata)
             except Exception as exc:
                 self._unsent(engine, [task], exc)
                 continue
@@ -152,18 +152,26 @@ class Dispatcher:
         for engine_id, tasks in batches.items():
             self._send_batch(records[engine_id], tasks)
 
-    def _carry_inputs(self, task: Task) -> bool:
-        """Add the values of the task's inputs (all done) to its request; False if one
-        cannot be pickled (the task then fails with that error)."""
-        job = task.job
+    def _prepare(self, task: Task, engine: EngineRecord) -> bool:
+        """Make the request of the task's attempt on ``engine``: with its inputs (all
+        done), each carried or, if kept on an engine, referred to.  False if one cannot
+        be had (the task then fails, saying which)."""
+        inputs = task.job.inputs
+        if not inputs:
+            task.request = task.content, task.buffers
+            return True
+        kept = self.core.kept
         try:
-            task.content, task.buffers = serialize.with_inputs(
-                task.content, task.buffers, [future.result() for _, future in job.inputs]
-            )
-        except serialize.SerializationError as exc:
+            values = [
+                kept.input_for(name, holder, engine)
+                if (holder := kept_of(future)) is not None
+                else future.result()
+                for name, future in inputs
+            ]
+            task.request = serialize.with_inputs(task.content, task.buffers, values)
+        except (serialize.SerializationError, DependencyError) as exc:
             self.resolve(task, error=exc)
             return False
-        job.inputs = []  # in the request now, for every attempt
         return True
 
     def _send_batch(self, engine: EngineRecord, tasks: list[Task]) -> None:
@@ -173,14 +181,10 @@ class Dispatcher:
             if len(tasks) == 1:
                 [task] = tasks
                 msg_ids = [
-                    connection.send(
-                        "task", task.msg_type, task.content, task.buffers, engine.start_metadata
-                    )
+                    connection.send("task", task.msg_type, *task.request, engine.start_metadata)
                 ]
             else:
-                msg_ids = connection.send_batch(
-                    [(t.content, t.buffers) for t in tasks], engine.start_metadata
-                )
+                msg_ids = connection.send_batch([t.request for t in tasks], engine.start_metadata)
         except Exception as exc:
             self._unsent(engine, tasks, exc)
             return
@@ -302,11 +306,13 @@ class Dispatcher:
         status = content.get("status")
         if status == "ok":
             try:
-                value = (
-                    serialize.unpack_result(content, msg["buffers"])
-                    if task.msg_type == protocol.APPLY_REQUEST
-                    else None
-                )
+                if task.msg_type != protocol.APPLY_REQUEST:
+                    value = None
+                elif "kept" in content:
+                    engine = self.core.records[attempt.engine_id]
+                    value = self.core.kept.record(task.future, engine, content["kept"])
+                else:
+                    value = serialize.unpack_result(content, msg["buffers"])
             except BaseException as exc:  # user code (a __setstate__): never the loop's end
                 self.resolve(task, error=_unpickling_failed(attempt, exc))
             else:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Protocol
 
 from . import output
+from .kept import KeptResult, value_of
 
 #: The logger the standard library reports failing done callbacks to.
 _CALLBACK_LOG = logging.getLogger("concurrent.futures")
@@ -53,6 +54,7 @@ class TaskFuture(concurrent.futures.Future):
     - ``stack()``: the running task's live stack, taken on its engine;
     - ``debug()``: a post-mortem debugger on the engine where the task failed;
     - ``connection_file``: the connection file of the engine that ran it;
+    - ``kept``: where its result is kept on an engine, if it is (``docs/data.md``);
     - ``display_outputs()``: show what it printed and displayed here (in a
       notebook, as output of the current cell);
     - ``await future`` in asyncio code.
@@ -70,6 +72,8 @@ class TaskFuture(concurrent.futures.Future):
         self._handle = handle
         #: What the pool that ran it is known by (see :func:`attach`), kept when done.
         self._owner: Any = None
+        #: Where its result is kept on an engine, if it is (see :mod:`.kept`).
+        self._kept: KeptResult | None = None
         self.engine_id: int | None = None
         self.msg_id: str | None = None
         #: The connection file of the engine that ran it (``jupyter console --existing``).
@@ -78,6 +82,20 @@ class TaskFuture(concurrent.futures.Future):
         self.stderr = ""
         self.outputs: list[dict[str, Any]] = []
         self.metadata: dict[str, Any] = {}
+
+    @property
+    def kept(self) -> KeptResult | None:
+        """Where the task's result is kept on an engine (its value was not sent here
+        with the reply), else ``None``; ``result()`` fetches a kept value once."""
+        return self._kept
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's result, as ``Future.result``; a result kept on its engine is
+        fetched from there on the first call (see ``docs/data.md``)."""
+        value = super().result(timeout)
+        if type(value) is KeptResult:
+            value = value_of(self, timeout)
+        return value
 
     def cancel(self) -> bool:
         """Cancel the task unless it has started; return whether it is cancelled."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,8 @@ class Scheduler:
         self.queue: deque[Job] = deque()
         #: Engines that will never take a task again (dead for good, or stopped).
         self.retired: set[int] = set()
+        #: Bytes of a job's inputs each engine already holds (a job goes where most are).
+        self.affinity: Callable[[Job], dict[int, int]] = lambda job: {}
         self._clock = itertools.count(1)
 
     def add_engine(self, engine_id: int, hwm: int) -> None:
@@ -216,13 +218,16 @@ class Scheduler:
 
     def _pick(self, job: Job) -> int | None:
         """The preferred eligible engine with room for ``job`` now, or ``None``."""
+        held = self.affinity(job) if job.inputs else {}
         best: EngineSlot | None = None
+        best_key: tuple[float, ...] = ()
         for engine_id in self.eligible(job):
             slot = self.engines[engine_id]
             if not slot.available or slot.outstanding + job.cost > slot.hwm + 1e-9:
                 continue
-            if best is None or _preference(slot) < _preference(best):
-                best = slot
+            key = (-held.get(engine_id, 0), *_preference(slot))
+            if best is None or key < best_key:
+                best, best_key = slot, key
         return None if best is None else best.engine_id
 
     def reason(self, job: Job) -> ParallelError:

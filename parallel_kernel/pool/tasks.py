@@ -118,6 +118,7 @@ class Task:
         "kind",
         "msg_type",
         "origin",
+        "request",
         "retries",
         "retry_on_error",
         "state",
@@ -150,6 +151,8 @@ class Task:
         #: Where output should be shown when forwarded (the submitting cell).
         self.origin: dict[str, Any] | None = None
         self.state = TaskState.PENDING
+        #: ``(content, buffers)`` of the current attempt's request (inputs added).
+        self.request: tuple[dict[str, Any], list[Any]] = (content, buffers)
         self.attempt: Attempt | None = None
         #: How many times it was sent.
         self.attempts = 0

@@ -1,0 +1,166 @@
+"""Large results stay on the engine that computed them until someone needs them."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from conftest import Driver, wait_until
+
+from parallel_kernel import DependencyError, EngineDied, Pool
+
+pytestmark = pytest.mark.timeout(180)
+
+WAIT = 60
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[Pool]:
+    with Pool(2) as pool:
+        yield pool
+
+
+def kept_here() -> dict:
+    """Runs on an engine: what it keeps."""
+    return get_ipython().kernel.kept.summary()  # noqa: F821
+
+
+def kept(pool: Pool) -> list[dict]:
+    return pool.broadcast(kept_here)
+
+
+def settled(pool: Pool, values: int) -> None:
+    """Wait until the engines keep ``values`` values in all (releases are not awaited)."""
+    gc.collect()
+    wait_until(lambda: sum(k["values"] for k in kept(pool)) == values)
+
+
+def test_a_large_result_stays_on_its_engine_until_result_is_called(pool: Pool) -> None:
+    settled(pool, 0)
+    future = pool.submit(np.arange, 2 * MiB, dtype=np.float64)  # 16 MiB
+    future.exception(WAIT)
+    assert future.kept is not None
+    assert future.kept.engine_id == future.engine_id
+    assert "ndarray of 16,777," in repr(future.kept)
+    on_engine = kept(pool)[future.engine_id]
+    assert on_engine["values"] == 1
+    assert on_engine["nbytes"] >= 16 * MiB
+    fetches = on_engine["fetches"]
+    value = future.result(WAIT)
+    assert value[-1] == 2 * MiB - 1
+    assert future.result(WAIT) is value  # fetched once
+    assert kept(pool)[future.engine_id]["fetches"] == fetches + 1
+    del future, value
+    settled(pool, 0)  # the engine dropped it with the last reference
+
+
+def test_small_results_come_back_with_their_reply(pool: Pool) -> None:
+    future = pool.submit(np.arange, 1000)
+    assert future.result(WAIT)[-1] == 999
+    assert future.kept is None
+
+
+def test_a_chain_on_one_engine_never_sends_its_intermediates_here(pool: Pool) -> None:
+    settled(pool, 0)
+    before = [k["fetches"] for k in kept(pool)]
+    value = pool.submit(np.ones, 4 * MiB)  # 32 MiB
+    for _ in range(5):
+        value = pool.submit(np.add, value, 1)
+    total = pool.submit(np.sum, value)
+    assert total.result(WAIT) == 6 * 4 * MiB
+    assert [k["fetches"] for k in kept(pool)] == before  # nothing came here
+    del value, total
+    settled(pool, 0)
+
+
+def test_a_task_on_another_engine_gets_the_value_from_the_engine_that_keeps_it(
+    pool: Pool,
+) -> None:
+    settled(pool, 0)
+    source = pool.submit(np.full, MiB, 3.0, engine=0)
+    source.exception(WAIT)
+    assert source.kept.engine_id == 0
+    before = kept(pool)[0]["fetches"]
+    total = pool.submit(lambda a: (os.getpid(), float(a.sum())), source, engine=1)
+    pid, value = total.result(WAIT)
+    assert value == 3.0 * MiB
+    assert pid == pool.broadcast(os.getpid)[1]
+    assert kept(pool)[0]["fetches"] == before + 1  # engine 1 fetched it from engine 0
+    del source
+    settled(pool, 0)
+
+
+def test_a_long_chain_of_large_intermediates_keeps_engine_memory_bounded() -> None:
+    step = 8 * MiB  # 64 MiB of float64
+    with Pool(1) as pool:
+        value = pool.submit(np.zeros, step)
+        for _ in range(200):
+            value = pool.submit(np.add, value, 1.0)
+        assert pool.submit(lambda a: float(a[-1]), value).result(300) == 200.0
+        [peak] = pool.broadcast(_peak_rss)
+    assert peak < 6 * 64 * MiB, f"the engine's peak RSS was {peak / MiB:.0f} MiB"
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def test_values_still_referred_to_are_fetched_before_the_pool_stops() -> None:
+    with Pool(1) as pool:
+        future = pool.submit(np.full, MiB, 7.0)
+        future.exception(WAIT)
+        assert future.kept is not None
+    assert future.result()[0] == 7.0  # after shutdown, as with any Executor
+
+
+def test_a_value_lost_with_its_engine_fails_result_and_dependent_tasks_clearly() -> None:
+    with Pool(1) as pool:
+        future = pool.submit(np.ones, MiB)
+        future.exception(WAIT)
+        [pid] = pool.broadcast(os.getpid)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: pool.engines[0].state == "idle" and pool.broadcast(os.getpid) != [pid])
+        with pytest.raises(EngineDied, match="kept on engine 0, which has died or restarted"):
+            future.result(WAIT)
+        dependent = pool.submit(np.sum, future)
+        with pytest.raises(DependencyError, match=r"its input args\[0\] was kept on engine 0"):
+            dependent.result(WAIT)
+        assert pool.submit(abs, -1).result(WAIT) == 1
+
+
+def test_keep_over_none_brings_every_result_back() -> None:
+    with Pool(1, keep_over=None) as pool:
+        assert pool.keep_over is None
+        future = pool.submit(np.ones, 4 * MiB)
+        future.exception(WAIT)
+        assert future.kept is None
+    with pytest.raises(ValueError, match="keep_over must be 0 or more"):
+        Pool(1, keep_over=-1)
+
+
+def test_fetch_and_release_requests_say_what_is_wrong(kernel: Driver) -> None:
+    reply = kernel.reply(
+        kernel.send("fetch_request", {"key": "nothing"}, channel="control"), "control"
+    )
+    assert reply["content"]["ename"] == "KeyError"
+    assert "no value is kept here under 'nothing'" in reply["content"]["evalue"]
+    reply = kernel.reply(kernel.send("fetch_request", {"key": 3}, channel="control"), "control")
+    assert reply["content"]["ename"] == "TypeError"
+    reply = kernel.reply(
+        kernel.send("release_request", {"keys": "a"}, channel="control"), "control"
+    )
+    assert reply["content"]["ename"] == "TypeError"
+    reply = kernel.reply(
+        kernel.send("release_request", {"keys": ["a"]}, channel="control"), "control"
+    )
+    assert reply["content"]["status"] == "ok"
+    assert reply["content"]["released"] == []
