@@ -236,3 +236,39 @@ def test_a_host_cut_off_from_the_network_fails_or_retries_its_tasks(hosts: list[
         assert moved.result(TIMEOUT) == 1
         assert [engine.state for engine in pool.engines] == ["dead", "idle"]
         assert hosts[0].engine.poll() is None  # still running, only unreachable
+
+
+@pytest.fixture
+def routed(hosts: list[Host]) -> Iterator[list[Host]]:
+    """The two hosts, routed to each other through the root namespace (as machines of
+    one network are): a default route in each, and IPv4 forwarding on meanwhile."""
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward")
+    before = forwarding.read_text().strip()
+    for host in hosts:
+        _ip("-n", host.name, "route", "add", "default", "via", host.gateway)
+    forwarding.write_text("1\n")
+    try:
+        yield hosts
+    finally:
+        forwarding.write_text(f"{before}\n")
+
+
+def kept_here() -> dict:
+    """On an engine: what it keeps."""
+    return get_ipython().kernel.kept.summary()  # noqa: F821
+
+
+def test_a_value_kept_on_one_host_goes_straight_to_a_task_on_the_other(
+    routed: list[Host],
+) -> None:
+    import numpy as np
+
+    with Pool.connect([str(host.connection_file) for host in routed]) as pool:
+        source = pool.submit(np.full, 1 << 20, 2.0, engine=0)  # 8 MiB, kept on host 0
+        source.exception(TIMEOUT)
+        assert source.kept is not None
+        assert source.kept.engine_id == 0
+        total = pool.submit(lambda a: (where_am_i()[1], float(a.sum())), source, engine=1)
+        assert total.result(TIMEOUT) == (routed[1].address, 2.0 * (1 << 20))
+        # host 1's engine fetched it from host 0's, over CurveZMQ; nothing came here
+        assert pool.broadcast(kept_here)[0]["fetches"] == 1
