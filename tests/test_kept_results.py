@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -164,3 +166,26 @@ def test_fetch_and_release_requests_say_what_is_wrong(kernel: Driver) -> None:
     )
     assert reply["content"]["status"] == "ok"
     assert reply["content"]["released"] == []
+
+
+def test_awaiting_a_kept_result_gives_its_value(pool: Pool) -> None:
+    async def main() -> float:
+        future = pool.submit(np.full, 4 * MiB, 5.0)
+        value = await future
+        assert future.kept is not None
+        return float(value[0])
+
+    assert asyncio.run(main()) == 5.0
+
+
+def test_cancelling_the_await_cancels_a_queued_task(pool: Pool) -> None:
+    async def main() -> bool:
+        blockers = [pool.submit(time.sleep, 1) for _ in range(6)]
+        queued = pool.submit(abs, -1)
+        waiting = asyncio.ensure_future(asyncio.wait_for(queued, 0.1))
+        with pytest.raises(asyncio.TimeoutError):
+            await waiting
+        await asyncio.gather(*blockers)
+        return queued.cancelled()
+
+    assert asyncio.run(main()) is True

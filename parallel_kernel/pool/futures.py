@@ -168,7 +168,28 @@ class TaskFuture(concurrent.futures.Future):
         output.display_outputs(self)
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return asyncio.wrap_future(self).__await__()
+        return self._awaited().__await__()
+
+    async def _awaited(self) -> Any:
+        """``await future``: its outcome, a kept result fetched off the event loop's thread.
+
+        ``asyncio.wrap_future`` would read the result on the loop's thread,
+        blocking it for as long as a kept value takes to fetch.  Cancelling
+        the awaiting task cancels the future, as ``wrap_future`` does.
+        """
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self.add_done_callback(lambda _f: loop.call_soon_threadsafe(_settle, done))
+        try:
+            await done
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        if self.cancelled():
+            raise asyncio.CancelledError
+        if type(self._result) is KeptResult:
+            return await loop.run_in_executor(None, self.result)
+        return self.result()
 
     def __repr__(self) -> str:
         where = f" on engine {self.engine_id}" if self.engine_id is not None else ""
@@ -329,3 +350,9 @@ def wait(
         pass
     done |= {f for f in fs if f.done()}
     return concurrent.futures._base.DoneAndNotDoneFutures(done, fs - done)
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    """Wake an ``await`` of a future that is done (unless the awaiting was cancelled)."""
+    if not waiter.done():
+        waiter.set_result(None)
