@@ -1,4 +1,4 @@
-"""Functions the pool sends to engines: chunks of ``map``, push/pull, ``require``.
+"""Functions the pool sends to engines: chunks of ``map``, push/pull, ``require``, scatter.
 
 This module runs inside the kernels, so it imports nothing of the client side.
 Frames of these helpers are hidden from task tracebacks (``__tracebackhide__``),
@@ -86,3 +86,8 @@ def require(*modules: str) -> Callable[[Callable[..., Any]], Require]:
         return Require(modules, fn)
 
     return decorate
+
+
+def placed(value: Any) -> Any:
+    """``value`` itself: a task that puts it on its engine (``Pool.scatter``)."""
+    return value

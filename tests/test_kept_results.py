@@ -6,6 +6,7 @@ import asyncio
 import gc
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ import pytest
 from conftest import Driver, wait_until
 
 from parallel_kernel import DependencyError, EngineDied, Pool
+from parallel_kernel.serialize import SerializationError
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -189,3 +191,37 @@ def test_cancelling_the_await_cancels_a_queued_task(pool: Pool) -> None:
         return queued.cancelled()
 
     assert asyncio.run(main()) is True
+
+
+def test_scatter_places_values_on_the_engines_and_tasks_use_them_there(pool: Pool) -> None:
+    settled(pool, 0)
+    before = [k["fetches"] for k in kept(pool)]
+    parts = pool.scatter([np.full(10, float(i)) for i in range(4)])
+    assert [f.result(WAIT)[0] for f in parts] == [0.0, 1.0, 2.0, 3.0]  # fetched here
+    assert sorted({f.kept.engine_id for f in parts}) == [0, 1]  # spread over both
+    after_gather = [k["fetches"] for k in kept(pool)]
+    assert sum(after_gather) - sum(before) == 4
+    sums = [pool.submit(np.sum, part) for part in parts]
+    assert pool.gather(sums, timeout=WAIT) == [0.0, 10.0, 20.0, 30.0]
+    assert [s.engine_id for s in sums] == [p.kept.engine_id for p in parts]  # ran where it was
+    assert [k["fetches"] for k in kept(pool)] == after_gather  # nothing fetched to run them
+    named = pool.scatter({"a": 1, "b": "two"})
+    assert pool.gather(named) == {"a": 1, "b": "two"}
+    one = pool.scatter(b"x" * 10)
+    one.exception(WAIT)
+    assert one.kept is not None  # kept, however small
+    assert pool.gather(one) == b"x" * 10
+    assert pool.scatter([]) == []
+    del parts, sums, named, one
+    settled(pool, 0)
+
+
+def test_scatter_and_gather_refuse_what_they_cannot_take(pool: Pool) -> None:
+    with pytest.raises(TypeError, match=r"scatter\(\) places values, not futures"):
+        pool.scatter([pool.submit(abs, -1)])
+    with pytest.raises(TypeError, match=r"gather\(\): item \[1\] is not a future"):
+        pool.gather([pool.submit(abs, -1), 5])
+    with pytest.raises(TypeError, match=r"gather\(\) takes a future"):
+        pool.gather(5)
+    with pytest.raises(SerializationError, match=r"scatter\(\): cannot serialize lock .*pickle"):
+        pool.scatter([threading.Lock()])

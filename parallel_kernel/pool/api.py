@@ -25,6 +25,7 @@ from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
 from .futures import TaskFuture
 from .kept import KEEP_OVER
 from .launch import check_kernel_name, launch_transport
+from .scatter import gather_values, scatter_values
 from .scheduler import Job
 from .tasks import Task, kind_of
 
@@ -339,7 +340,7 @@ class Pool(Executor):
             if prompts.can_answer():
                 content["allow_stdin"] = True
             if core.options.keep_over is not None:
-                content["keep_over"] = core.options.keep_over
+                content.setdefault("keep_over", core.options.keep_over)
         future = TaskFuture()
         task = Task(future, msg_type, content, buffers, job, **options)
         futures.attach(future, TaskHandle(core.control, task), core.token)
@@ -399,6 +400,23 @@ class Pool(Executor):
     def _is_ours(self, future: Any) -> bool:
         """Whether ``future`` is a future of this pool's tasks."""
         return futures.owned_by(future, self._core.token)
+
+    # ------------------------------------------------------------------ data on engines
+
+    def scatter(self, data: Any) -> Any:
+        """Place ``data`` on engines; return futures for it, usable as task arguments.
+
+        One object gives one future, a list or tuple a list of futures (its
+        items spread over the engines in turn), a dict a dict of futures.
+        Each value stays on its engine, whatever its size, until its future is
+        gone; tasks that take it run there (see ``docs/data.md``).
+        """
+        engine_ids = [e.id for e in self._core.records.values() if e.serving]
+        return scatter_values(self._submit_message, engine_ids, data)
+
+    def gather(self, futures: Any, *, timeout: float | None = None) -> Any:
+        """The values of ``futures``: a future, or a list, tuple or dict of them, same shape."""
+        return gather_values(futures, timeout)
 
     # ------------------------------------------------------------------ every engine
 
