@@ -6,6 +6,7 @@ script would; nothing here mocks the kernel or ZMQ.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from queue import Empty
 from typing import Any
 
 import cloudpickle
+import pexpect
 import pytest
 from jupyter_client.manager import KernelManager
 
@@ -289,3 +291,30 @@ def run(argv: list[str], *, timeout: float = 60, **options: Any) -> subprocess.C
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``parallel-kernel ARGS...`` (as ``python -m parallel_kernel``), as a user would."""
     return run([sys.executable, "-m", "parallel_kernel", *args], env={**os.environ, **(env or {})})
+
+
+def channel_options(channel: str) -> dict[str, Any]:
+    """``submit`` options that send a task by ``channel`` (a task with a timeout goes by shell)."""
+    return {"timeout": 60} if channel == "shell" else {}
+
+
+@contextlib.contextmanager
+def script_in_a_terminal(
+    tmp_path: Path, source: str, channel: str, timeout: float = 60
+) -> Iterator[pexpect.spawn]:
+    """Run ``source`` as a script in a pseudo-terminal, as from a user's shell.
+
+    ``{options}`` in the source becomes the ``submit`` options of ``channel``.
+    Yields the pexpect child to drive; the script must then exit with status 0.
+    """
+    script = tmp_path / "job.py"
+    options = "".join(f", {key}={value!r}" for key, value in channel_options(channel).items())
+    script.write_text(source.format(options=options))
+    child = pexpect.spawn(
+        sys.executable, [str(script)], cwd=str(tmp_path), encoding="utf-8", timeout=timeout
+    )
+    try:
+        yield child
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

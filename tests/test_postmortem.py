@@ -18,7 +18,7 @@ from queue import Empty
 
 import pexpect
 import pytest
-from conftest import run, wait_until
+from conftest import run, script_in_a_terminal, wait_until
 from jupyter_client.manager import start_new_kernel
 
 from parallel_kernel import Pool
@@ -60,13 +60,7 @@ def plain(text: str) -> str:
 
 @pytest.mark.parametrize("channel", ["task", "shell"])
 def test_debug_from_a_terminal(tmp_path: Path, channel: str) -> None:
-    script = tmp_path / "job.py"
-    options = ", timeout=60" if channel == "shell" else ""  # a timeout goes by shell
-    script.write_text(JOB.format(options=options))
-    child = pexpect.spawn(
-        sys.executable, [str(script)], cwd=str(tmp_path), encoding="utf-8", timeout=WAIT
-    )
-    try:
+    with script_in_a_terminal(tmp_path, JOB, channel) as child:
         child.expect("failed as expected")
         child.expect("ipdb> ")
         assert "return values[secret]  # fails: no such index" in plain(child.before)
@@ -82,9 +76,6 @@ def test_debug_from_a_terminal(tmp_path: Path, channel: str) -> None:
         child.sendline("q")
         child.expect("after the session: 5")  # the engine serves on
         child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 def test_debug_where_nothing_can_be_typed_quits_and_says_why(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import cli, wait_until
+from conftest import channel_options, cli, wait_until
 
 from parallel_kernel import Pool
 
@@ -60,7 +60,7 @@ def user_lines(text: str) -> list[str]:
 
 @pytest.mark.parametrize("channel", ["task", "shell"])
 def test_a_running_task_shows_its_own_frames_innermost_last(pool: Pool, channel: str) -> None:
-    options = {"timeout": 60} if channel == "shell" else {}  # a timeout goes by shell
+    options = channel_options(channel)
     future = pool.submit(calls_a_helper, 4, **options)
     wait_until(lambda: running(future))
     text = future.stack()

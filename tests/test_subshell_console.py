@@ -7,7 +7,7 @@ import time
 
 import pexpect
 import pytest
-from conftest import cli, wait_until
+from conftest import channel_options, cli, wait_until
 from jupyter_client import BlockingKernelClient
 
 from parallel_kernel import Pool
@@ -39,7 +39,7 @@ def subshells(connection_file: str) -> list[str]:
 
 @pytest.mark.parametrize("channel", ["task", "shell"])
 def test_a_console_reads_globals_while_a_task_runs(channel: str) -> None:
-    options = {"timeout": 60} if channel == "shell" else {}  # a timeout goes by shell
+    options = channel_options(channel)
     with Pool(1) as pool:
         future = pool.submit(work, **options)
         wait_until(future.running)

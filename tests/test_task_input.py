@@ -19,7 +19,7 @@ from typing import Any
 
 import pexpect
 import pytest
-from conftest import Driver, run, wait_until
+from conftest import Driver, run, script_in_a_terminal, wait_until
 from IPython.core.error import StdinNotImplementedError
 from jupyter_client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
@@ -63,13 +63,7 @@ with Pool(2, forward_output=True) as pool:
 
 @pytest.mark.parametrize("channel", ["task", "shell"])
 def test_input_in_a_task_is_asked_at_the_caller_s_terminal(tmp_path: Path, channel: str) -> None:
-    script = tmp_path / "job.py"
-    options = ", timeout=60" if channel == "shell" else ""  # a timeout goes by shell
-    script.write_text(SCRIPT.format(options=options))
-    child = pexpect.spawn(
-        sys.executable, [str(script)], cwd=str(tmp_path), encoding="utf-8", timeout=WAIT
-    )
-    try:
+    with script_in_a_terminal(tmp_path, SCRIPT, channel) as child:
         # the task's own output comes first, then its question, named by engine
         child.expect(r"\[engine \d\] a line before the question\r\n\[engine \d\] your name\? ")
         child.sendline("Ada")
@@ -85,9 +79,6 @@ def test_input_in_a_task_is_asked_at_the_caller_s_terminal(tmp_path: Path, chann
         child.expect("the unanswered question timed out")
         child.expect("5")
         child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
 
 
 PIPED = """
