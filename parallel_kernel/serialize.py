@@ -18,7 +18,9 @@ frame list is detected before anything is unpickled.  A task whose arguments
 are other tasks' results carries those values as more parts, the *inputs*,
 after its arguments: the arguments pickle holds a placeholder
 (:func:`input_placeholder`) for each, replaced by the input's value when the
-arguments are unpickled.  ``docs/protocol.md``
+arguments are unpickled.  Between processes of one host, large frames may
+travel in shared memory instead (:mod:`parallel_kernel.shared_memory`): the
+unpacking functions take them from there.  ``docs/protocol.md``
 describes the layout for writers of other clients.
 
 Both the kernel and the client import this module; nothing else in the project
@@ -37,7 +39,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import source
+from . import shared_memory, source
 from .errors import DeserializationError, SerializationError
 from .function_cache import FunctionCache, LoadedFunctions
 from .protocol import LARGE_BUFFER
@@ -384,6 +386,7 @@ def unpack_apply(
     :class:`DeserializationError` for any malformed message.
     """
     _check_version(content)
+    buffers = shared_memory.attach(content, buffers)
     count = content.get("inputs", 0)
     if type(count) is not int or count < 0:
         raise DeserializationError(f"content 'inputs' must be a count, got {count!r}")
@@ -443,6 +446,7 @@ def pack_result(result: Any) -> tuple[dict[str, Any], list[Frame]]:
 def unpack_result(content: dict[str, Any], buffers: Sequence[Frame]) -> Any:
     """Inverse of :func:`pack_result`."""
     _check_version(content)
+    buffers = shared_memory.attach(content, buffers)
     (frames,) = _split(buffers, content.get("parts"), ("result",))
     return unpack(frames, "result")
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from ipykernel.kernelapp import IPKernelApp
+from ipykernel.parentpoller import ParentPollerUnix
 from traitlets import Integer, Type
 
 from .parallelkernel import ParallelKernel
+from .parent_watch import ParentWatch
 from .tasksocket import bind_task_socket, close_task_socket
 
 
@@ -46,6 +48,12 @@ class ParallelKernelApp(IPKernelApp):
         """ipykernel's sockets, plus the task channel's ROUTER."""
         super().init_sockets()
         self.task_socket, self.task_port = bind_task_socket(self, self.task_port)
+
+    def init_poller(self) -> None:
+        """ipykernel's watch of the parent process, replaced by one that cleans up first."""
+        super().init_poller()
+        if isinstance(self.poller, ParentPollerUnix):
+            self.poller = ParentWatch(self.poller.parent_pid)
 
     def init_kernel(self) -> None:
         """ipykernel's kernel, given the task channel's socket."""

@@ -33,7 +33,7 @@ from signal import SIGINT
 from types import TracebackType
 from typing import Any, Protocol
 
-from .. import serialize
+from .. import serialize, shared_memory
 from ..namespace import bind_to_namespace, carried_names
 from . import compat, ipyparallel_format
 from .compat import set_signal_handler
@@ -447,7 +447,9 @@ class ApplyRunner:
             self.host.kept.keep(key, call.result, nbytes)
             kept = {"key": key, "nbytes": nbytes, "type": type(call.result).__qualname__}
             return {"status": "ok", **result_content, "parts": [], "kept": kept}, []
-        return {"status": "ok", **result_content}, buffers
+        return shared_memory.toward(
+            call.parent["content"].get("shared_memory"), {"status": "ok", **result_content}, buffers
+        )
 
     def _error_content(
         self, etype: type[BaseException], evalue: BaseException, tb: TracebackType | None

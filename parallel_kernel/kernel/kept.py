@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 from jupyter_client.session import Session
 
-from .. import serialize
+from .. import serialize, shared_memory
 from ..errors import DeserializationError
 from ..protocol import FETCH_REQUEST
 
@@ -96,7 +96,9 @@ def fetch_reply_content(store: ResultStore, content: Any) -> tuple[dict[str, Any
             "that has restarted since)"
         ) from None
     result_content, buffers = serialize.pack_result(value)
-    return {"status": "ok", **result_content}, buffers
+    return shared_memory.toward(
+        content.get("shared_memory"), {"status": "ok", **result_content}, buffers
+    )
 
 
 class InputResolver:
@@ -144,7 +146,7 @@ def fetch_from_peer(index: int, key: str, peer: dict[str, Any]) -> Any:
             socket.curve_publickey, socket.curve_secretkey = public, secret
             socket.curve_serverkey = server_key.encode()
         socket.connect(url)
-        session.send(socket, FETCH_REQUEST, {"key": key})
+        session.send(socket, FETCH_REQUEST, {"key": key, "shared_memory": shared_memory.place()})
         if not socket.poll(PEER_FETCH_TIMEOUT * 1000):
             raise DeserializationError(
                 f"input {index}: the engine it is kept on ({url}) did not answer within "

@@ -28,7 +28,7 @@ from ipykernel.ipkernel import IPythonKernel
 from jupyter_client.session import utcnow
 from traitlets import Integer, List, Unicode
 
-from .. import serialize
+from .. import serialize, shared_memory
 from .._version import __version__
 from ..namespace import NamespaceGate
 from ..protocol import (
@@ -140,6 +140,7 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
             "engine_uuid": self.ident,
             "shell_requests": ["apply_request", "clear_request"],
             "task_port": self.task_port,
+            "shared_memory": shared_memory.place(),
             "task_requests": ["apply_request"],
             "task_events": list(TASK_EVENTS),
             "control_requests": [
@@ -178,6 +179,8 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
         """Start serving (task channel included), after running the start-up code once."""
         super().start()
         self._dump_stacks_on_fault()
+        shared_memory.sweep()
+        atexit.register(shared_memory.sweep, True)
         if self.task_socket is None:
             self._open_task_socket()
         if self.task_socket is not None:
@@ -371,6 +374,7 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
         ):
             return True
         self.apply_runner.sigint_idle()  # an interrupt must not cut the reply short
+        shared_memory.discard(msg["content"])
         content = {"status": "aborted"}
         metadata = self.init_metadata(msg)
         metadata = self.finish_metadata(msg, metadata, content)

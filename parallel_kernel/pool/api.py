@@ -109,6 +109,10 @@ class Pool(Executor):
     call, and a task that takes the future as an argument gets it from there,
     not through this process (see ``docs/data.md``); ``None`` brings every
     result back at once.
+    ``shared_memory``: buffers of 1 MiB or more to and from engines on this
+    host go through shared memory instead of sockets (one copy in all, read
+    back as read-only views): ``"auto"`` (the default) wherever it is
+    available, ``True`` to fail if it is not, ``False`` never.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class Pool(Executor):
         task_channel: bool = True,
         wrap_errors: bool = False,
         keep_over: int | None = KEEP_OVER,
+        shared_memory: bool | str = "auto",
         _connection_files: list[str] | None = None,
         _skip_unreachable: bool = False,
     ) -> None:
@@ -137,6 +142,7 @@ class Pool(Executor):
             raise ValueError(f"hwm must be at least 1, got {hwm}")
         arguments.check_mp_context(mp_context)
         arguments.check_keep_over(keep_over)
+        arguments.check_shared_memory(shared_memory)
         init_call = arguments.pack_initializer(initializer, initargs)
         if _connection_files is None:
             count = arguments.engine_count(max_workers, n)
@@ -161,6 +167,7 @@ class Pool(Executor):
                 initializer=init_call,
                 wrap_errors=wrap_errors,
                 keep_over=keep_over,
+                shared_memory=shared_memory,
             )
         )
         core = self._core
@@ -190,6 +197,7 @@ class Pool(Executor):
     task_channel = _Option()
     wrap_errors = _Option()
     keep_over = _Option()
+    shared_memory = _Option()
 
     @classmethod
     def connect(
@@ -341,6 +349,8 @@ class Pool(Executor):
                 content["allow_stdin"] = True
             if core.options.keep_over is not None:
                 content.setdefault("keep_over", core.options.keep_over)
+            if core.place is not None:
+                content["shared_memory"] = core.place
         future = TaskFuture()
         task = Task(future, msg_type, content, buffers, job, **options)
         futures.attach(future, TaskHandle(core.control, task), core.token)
@@ -403,16 +413,19 @@ class Pool(Executor):
 
     # ------------------------------------------------------------------ data on engines
 
-    def scatter(self, data: Any) -> Any:
+    def scatter(self, data: Any, *, broadcast: bool = False) -> Any:
         """Place ``data`` on engines; return futures for it, usable as task arguments.
 
         One object gives one future, a list or tuple a list of futures (its
         items spread over the engines in turn), a dict a dict of futures.
         Each value stays on its engine, whatever its size, until its future is
-        gone; tasks that take it run there (see ``docs/data.md``).
+        gone; tasks that take it run there (see ``docs/data.md``).  With
+        ``broadcast=True`` each value is placed on every serving engine (a
+        model, a lookup table): tasks that take its future run anywhere and
+        use their engine's copy; engines on this host share one copy.
         """
-        engine_ids = [e.id for e in self._core.records.values() if e.serving]
-        return scatter_values(self._submit_message, engine_ids, data)
+        engines = [e for e in self._core.records.values() if e.serving]
+        return scatter_values(self._submit_message, engines, data, broadcast)
 
     def gather(self, futures: Any, *, timeout: float | None = None) -> Any:
         """The values of ``futures``: a future, or a list, tuple or dict of them, same shape."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .. import serialize
+from .. import serialize, shared_memory
 from .scheduler import Dependency
 
 
@@ -78,6 +78,18 @@ def check_keep_over(keep_over: Any) -> None:
         raise TypeError(f"keep_over must be a number of bytes or None, got {keep_over!r}")
     if keep_over < 0:
         raise ValueError(f"keep_over must be 0 or more, got {keep_over}")
+
+
+def check_shared_memory(choice: Any) -> None:
+    """``shared_memory``: ``True``, ``False`` or ``"auto"``; ``True`` only where it works."""
+    if choice not in (True, False, "auto") or type(choice) not in (bool, str):
+        raise ValueError(f"shared_memory must be True, False or 'auto', got {choice!r}")
+    if choice is True and shared_memory.place() is None:
+        raise ValueError(
+            "shared_memory=True, but this process has no shared memory: it needs Linux and "
+            f"a private directory in memory (${shared_memory.DIRECTORY_ENV}, "
+            "$XDG_RUNTIME_DIR or /dev/shm); see the log for why"
+        )
 
 
 def check_engine(engine: Any) -> int | None:

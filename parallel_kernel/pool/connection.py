@@ -32,7 +32,7 @@ from jupyter_client import BlockingKernelClient
 from tornado.ioloop import IOLoop
 from zmq.eventloop.zmqstream import ZMQStream
 
-from .. import protocol, wire
+from .. import protocol, shared_memory, wire
 from .heartbeat import Heartbeat
 
 
@@ -139,6 +139,7 @@ class EngineConnection:
                     elif msg_type == protocol.APPLY_STARTED:
                         self.listener.on_started(self.owner, msg["content"].get("msg_ids", []))
                     else:
+                        _hold(msg)
                         self.listener.on_reply(self.owner, "task", msg)
                 except Exception:
                     self.session.log.exception("Error handling a task reply")
@@ -152,6 +153,7 @@ class EngineConnection:
             self.session.log.error("A batch of tasks was refused: %s", msg["content"])
             return
         for entry in entries:
+            content, buffers = shared_memory.receive(entry.content, entry.buffers)
             self.listener.on_reply(
                 self.owner,
                 "task",
@@ -161,8 +163,8 @@ class EngineConnection:
                     "msg_type": protocol.APPLY_REPLY,
                     "parent_header": {"msg_id": entry.msg_id},
                     "metadata": entry.metadata,
-                    "content": entry.content,
-                    "buffers": entry.buffers,
+                    "content": content,
+                    "buffers": buffers,
                 },
             )
 
@@ -253,6 +255,13 @@ class EngineConnection:
                 if msg["msg_type"] == "input_request":
                     self.listener.on_input_request(self.owner, msg)
             else:
+                _hold(msg)
                 self.listener.on_reply(self.owner, channel, msg)
         except Exception:
             session.log.exception("Error handling a %s message", channel)
+
+
+def _hold(msg: dict[str, Any]) -> None:
+    """Map the shared memory a reply refers to as it arrives (see
+    :func:`parallel_kernel.shared_memory.receive`)."""
+    msg["content"], msg["buffers"] = shared_memory.receive(msg["content"], msg["buffers"])

@@ -19,6 +19,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import shared_memory
 from ..errors import EngineDied
 from . import output
 from .control import Control
@@ -53,6 +54,9 @@ class PoolOptions:
     wrap_errors: bool = False
     #: Results of at least this many bytes stay on their engine until needed (None: never).
     keep_over: int | None = KEEP_OVER
+    #: Large buffers to and from engines on this host go through shared memory
+    #: (True, False or "auto": see :mod:`parallel_kernel.shared_memory`).
+    shared_memory: bool | str = "auto"
     #: The packed ``initializer(*initargs)`` call every engine runs before it takes
     #: tasks (an ``apply_request``'s content and buffers), or ``None``.
     initializer: tuple[dict[str, Any], list[Any]] | None = None
@@ -63,6 +67,8 @@ class PoolCore:
 
     def __init__(self, options: PoolOptions) -> None:
         self.options = options
+        #: Where this process reads shared memory, told to engines (None: not used).
+        self.place = shared_memory.place() if options.shared_memory else None
         self.bridge = Bridge()
         self.scheduler = Scheduler()
         self.output = output.OutputForwarder()
@@ -181,6 +187,7 @@ class PoolCore:
     def cleanup(self) -> None:
         """Remove the pool's files (engines' stderr), once the engines are stopped."""
         self._stderr_dir.cleanup()
+        shared_memory.sweep()
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

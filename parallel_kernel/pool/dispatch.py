@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .. import protocol, serialize
+from .. import protocol, serialize, shared_memory
 from ..errors import (
     DependencyError,
     DeserializationError,
@@ -154,17 +154,26 @@ class Dispatcher:
 
     def _prepare(self, task: Task, engine: EngineRecord) -> bool:
         """Make the request of the task's attempt on ``engine``: with its inputs (all
-        done), each carried or, if kept on an engine, referred to.  False if one cannot
-        be had (the task then fails, saying which)."""
+        done), each carried or, if kept on an engine, referred to, and its large buffers
+        in shared memory if the engine is on this host.  False if an input cannot be
+        had (the task then fails, saying which)."""
         inputs = task.job.inputs
         if not inputs:
             task.request = task.content, task.buffers
-            return True
+        elif not self._with_inputs(task, engine):
+            return False
+        if engine.shared is not None:
+            task.request = shared_memory.offload(*task.request, engine.shared)
+        return True
+
+    def _with_inputs(self, task: Task, engine: EngineRecord) -> bool:
+        """Set the task's request with its inputs; False if one cannot be had."""
         kept = self.core.kept
+        inputs = task.job.inputs
         try:
             values = [
-                kept.input_for(name, holder, engine)
-                if (holder := kept_of(future)) is not None
+                kept.input_for(name, future, engine)
+                if kept_of(future) is not None
                 else future.result()
                 for name, future in inputs
             ]
@@ -205,6 +214,7 @@ class Dispatcher:
         """A send failed: nothing reached the engine, so the tasks go elsewhere, free."""
         log.warning("Engine %d is unreachable: %s", engine.id, exc)
         for task in tasks:
+            shared_memory.discard(task.request[0])
             self.scheduler.finished(engine.id, task.job.cost)
             self._apply(
                 task,

@@ -78,6 +78,8 @@ class EngineRecord:
         self.stderr: Any = None
         self.iopub_seen = asyncio.Event()
         self.watcher: asyncio.Task[None] | None = None
+        #: The engine as a holder of shared memory segments, if it shares this host's.
+        self.shared: str | None = None
         #: The engine says when it starts a task-channel request (``apply_started``).
         self.reports_start = False
         #: It takes ``interrupt_request`` naming the task to interrupt (never another one).

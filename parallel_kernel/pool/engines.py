@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import protocol
+from .. import protocol, shared_memory
 from ..errors import EngineStartError, EngineTimeout, RemoteError
 from . import death, launch
 from .connection import EngineConnection, kernel_client
@@ -135,6 +135,8 @@ class EngineSet:
                     "store_history": False,
                 },
             )
+        if core.place is not None:
+            engine.shared = shared_memory.holder_at(parallel.get("shared_memory"))
         task_port = parallel.get("task_port")
         if core.options.task_channel and isinstance(task_port, int) and task_port > 0:
             engine.connection.connect_task(task_port)
@@ -263,6 +265,7 @@ class EngineSet:
         core.dispatch.lost(engine, lost, why, cause)
         core.requests.fail(engine.id, death.engine_died(engine.id, why, cause))
         self._disconnect(engine)
+        shared_memory.sweep()  # what was on its way to it
         if restarting:
             await self._restart(engine)
         if engine.state is EngineState.DEAD:

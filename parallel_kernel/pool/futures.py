@@ -74,6 +74,8 @@ class TaskFuture(concurrent.futures.Future):
         self._owner: Any = None
         #: Where its result is kept on an engine, if it is (see :mod:`.kept`).
         self._kept: KeptResult | None = None
+        #: Futures of the same value placed on other engines (``scatter(broadcast=True)``).
+        self._replicas: list[TaskFuture] = []
         self.engine_id: int | None = None
         self.msg_id: str | None = None
         #: The connection file of the engine that ran it (``jupyter console --existing``).

@@ -58,6 +58,15 @@ def kept_of(future: Any) -> KeptResult | None:
     return getattr(future, "_kept", None)
 
 
+def copies_of(future: Any) -> list[KeptResult]:
+    """Every engine's copy of ``future``'s kept value: its own, then those of its
+    replicas (``scatter(broadcast=True)``) that are placed already."""
+    kept = kept_of(future)
+    if kept is None:
+        return []
+    return [kept, *filter(None, map(kept_of, getattr(future, "_replicas", ())))]
+
+
 def value_of(future: Any, timeout: float | None) -> Any:
     """``future``'s value, fetched from its engine (once) if it is kept there.
 
@@ -97,7 +106,10 @@ class KeptResults:
         """The value of ``kept``, from its engine's control channel."""
         engine = self._holder(kept, "the value")
         reply = await self.core.requests.send(
-            engine, "control", protocol.FETCH_REQUEST, {"key": kept.key}
+            engine,
+            "control",
+            protocol.FETCH_REQUEST,
+            {"key": kept.key, "shared_memory": self.core.place},
         )
         content = reply["content"]
         if content.get("status") != "ok":
@@ -107,19 +119,28 @@ class KeptResults:
             )
         return serialize.unpack_result(content, reply["buffers"])
 
-    def input_for(self, name: str, kept: KeptResult, engine: EngineRecord) -> serialize.Kept:
-        """How a task on ``engine`` gets its input ``name`` that ``kept`` says is kept."""
-        holder = self._holder(kept, f"its input {name}", DependencyError)
-        if holder is engine:
-            return serialize.Kept(kept.key)
-        return serialize.Kept(kept.key, peer=peer_address(holder))
+    def input_for(self, name: str, future: Any, engine: EngineRecord) -> serialize.Kept:
+        """How a task on ``engine`` gets its input ``name``, the kept value of ``future``:
+        the copy on ``engine`` if there is one, else from an engine that keeps one."""
+        copies = copies_of(future)
+        for kept in copies:
+            if kept.engine_id == engine.id and kept.uuid == engine.uuid:
+                return serialize.Kept(kept.key)
+        lost: DependencyError | None = None
+        for kept in copies:
+            try:
+                holder = self._holder(kept, f"its input {name}", DependencyError)
+            except DependencyError as exc:
+                lost = lost or exc
+                continue
+            return serialize.Kept(kept.key, peer=peer_address(holder))
+        raise lost or DependencyError(f"its input {name} is kept nowhere")
 
     def holders(self, inputs: list[tuple[str, Any]]) -> dict[int, int]:
         """Bytes of these inputs kept on each engine (to place their task there)."""
         held: dict[int, int] = {}
         for _, future in inputs:
-            kept = kept_of(future)
-            if kept is not None:
+            for kept in copies_of(future):
                 held[kept.engine_id] = held.get(kept.engine_id, 0) + kept.nbytes
         return held
 

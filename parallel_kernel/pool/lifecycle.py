@@ -21,6 +21,8 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from .. import shared_memory
+
 if TYPE_CHECKING:
     from .core import PoolCore
 
@@ -136,4 +138,5 @@ def _forget_all() -> None:
 
 os.register_at_fork(after_in_child=_forget_all)
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]  # runs before atexit's
+atexit.register(shared_memory.sweep, True)  # last: after the engines are gone
 atexit.register(kill_all)

@@ -4,33 +4,46 @@ A scattered value is the result of a task that returns its argument, kept on
 the engine that ran it whatever its size (see :mod:`.kept`): its future is
 an argument like any other future, and tasks that take it run where it is.
 The items of a list (or the values of a dict) are spread over the engines
-that serve at the time, in turn.
+that serve at the time, in turn.  With ``broadcast=True`` each value is
+placed on every one of them instead: one future, whose tasks take the copy
+on their own engine; the engines of this host map one copy in shared memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import protocol, remote, serialize
+from .. import protocol, remote, serialize, shared_memory
 from .futures import TaskFuture
 from .scheduler import Job
+
+if TYPE_CHECKING:
+    from .engine_state import EngineRecord
 
 #: ``submit_message(msg_type, content, buffers, job)``: a packed task to the pool.
 SubmitMessage = Callable[..., TaskFuture]
 
 
-def scatter_values(submit_message: SubmitMessage, engine_ids: list[int], data: Any) -> Any:
+def scatter_values(
+    submit_message: SubmitMessage, engines: list[EngineRecord], data: Any, broadcast: bool
+) -> Any:
     """Place ``data`` on engines: a future for one object, a list of futures for a list
-    or tuple, a dict of futures for a dict (items spread over ``engine_ids`` in turn)."""
+    or tuple, a dict of futures for a dict (items spread over ``engines`` in turn, or
+    each on every one of them with ``broadcast``)."""
+    if broadcast:
+        return _each(data, lambda value, _: _everywhere(submit_message, value, engines))
+    engine_ids = [engine.id for engine in engines]
+    return _each(data, lambda value, i: _place(submit_message, value, _turn(engine_ids, i)))
+
+
+def _each(data: Any, place: Callable[[Any, int], TaskFuture]) -> Any:
+    """``place(value, index)`` for one object, or each item of a list, tuple or dict."""
     if type(data) in (list, tuple):
-        return [_place(submit_message, item, _turn(engine_ids, i)) for i, item in enumerate(data)]
+        return [place(item, i) for i, item in enumerate(data)]
     if type(data) is dict:
-        return {
-            key: _place(submit_message, value, _turn(engine_ids, i))
-            for i, (key, value) in enumerate(data.items())
-        }
-    return _place(submit_message, data, None)
+        return {key: place(value, i) for i, (key, value) in enumerate(data.items())}
+    return place(data, -1)
 
 
 def gather_values(futures: Any, timeout: float | None) -> Any:
@@ -54,11 +67,35 @@ def _value(future: Any, where: str, timeout: float | None) -> Any:
 
 
 def _turn(engine_ids: list[int], index: int) -> int | None:
-    return engine_ids[index % len(engine_ids)] if engine_ids else None
+    return engine_ids[index % len(engine_ids)] if engine_ids and index >= 0 else None
 
 
 def _place(submit_message: SubmitMessage, value: Any, engine: int | None) -> TaskFuture:
     """A task that returns ``value`` on ``engine`` (or any), its result kept there."""
+    content, buffers = _pack(value)
+    return submit_message(protocol.APPLY_REQUEST, content, buffers, Job(target=engine))
+
+
+def _everywhere(
+    submit_message: SubmitMessage, value: Any, engines: list[EngineRecord]
+) -> TaskFuture:
+    """``value`` placed on every engine: the future of its first copy, which knows the
+    others.  The engines of this host share one copy in shared memory."""
+    if not engines:
+        return _place(submit_message, value, None)
+    content, buffers = _pack(value)
+    if any(engine.shared is not None for engine in engines):
+        buffers = shared_memory.hold(buffers)
+    first, *others = (
+        submit_message(protocol.APPLY_REQUEST, dict(content), buffers, Job(target=engine.id))
+        for engine in engines
+    )
+    first._replicas = others
+    return first
+
+
+def _pack(value: Any) -> tuple[dict[str, Any], list[Any]]:
+    """The request of a task that returns ``value``, its result kept whatever its size."""
     if isinstance(value, TaskFuture):
         raise TypeError("scatter() places values, not futures: a future's value is on its engine")
     try:
@@ -70,4 +107,4 @@ def _place(submit_message: SubmitMessage, value: Any, engine: int | None) -> Tas
             f"{type(cause).__name__}: {cause}"
         ) from exc.__cause__
     content["keep_over"] = 0  # kept whatever its size: that is the point
-    return submit_message(protocol.APPLY_REQUEST, content, buffers, Job(target=engine))
+    return content, buffers
