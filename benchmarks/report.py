@@ -114,8 +114,17 @@ def targets(results: dict[str, Result]) -> list[dict[str, Any]]:
             False,
         )
     echo = ours.echo_MBps.get("64")
-    # the floor on the same transport: ipc for the default pool, TCP for its TCP variant
-    check("64 MiB echo", echo, "zmq-ipc", get("zmq-ipc", "echo_MBps", "64"), 1.0, False)
+    # the floor on the same transport: ipc for the default pool (whose engines on this
+    # host share memory with it), TCP for its TCP variant
+    for size in ("64", "512"):
+        check(
+            f"{size} MiB echo",
+            ours.echo_MBps.get(size),
+            "zmq-ipc",
+            get("zmq-ipc", "echo_MBps", size),
+            2.0,
+            False,
+        )
     check(
         "64 MiB echo",
         get(TCP, "echo_MBps", "64"),
@@ -142,6 +151,51 @@ def targets(results: dict[str, Result]) -> list[dict[str, Any]]:
         0.25,
         True,
     )
+    return checks
+
+
+def data_targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets of the data benchmarks (see :mod:`benchmarks.data`)."""
+    ours = results.get(OURS, {})
+    if "error" in ours or not ours:
+        return []
+    checks = []
+
+    def check(what: str, mine: float, theirs: float, goal: float, lower: bool) -> None:
+        ratio = mine / theirs if theirs else float("inf")
+        checks.append(
+            {
+                "target": f"{what} {'<=' if lower else '>='} {goal:g}",
+                "ours": round(mine, 4),
+                "peer": round(theirs, 4),
+                "ratio": round(ratio, 3),
+                "met": ratio <= goal if lower else ratio >= goal,
+            }
+        )
+
+    again = ours["broadcast_again_s"]
+    check("broadcast: ours / one numpy copy", again, ours["memcpy_s"], 1.5, True)
+    check("broadcast: push / ours", ours["push_s"], again, 3.0, False)
+    check(
+        "broadcast: shared memory / array size",
+        ours["broadcast_shared_bytes"],
+        ours["broadcast_array_bytes"],
+        1.0,
+        True,
+    )
+    checks.append(
+        {
+            "target": "chain: intermediate bytes received by the client == 0",
+            "ours": ours["chain_client_bytes"],
+            "peer": 0,
+            "ratio": 0,
+            "met": ours["chain_client_bytes"] == 0,
+        }
+    )
+    for peer in ("dask", "ray"):
+        theirs = results.get(peer, {})
+        if "chain_s" in theirs:
+            check(f"chain: ours / {peer}", ours["chain_s"], theirs["chain_s"], 1.0, True)
     return checks
 
 
@@ -189,12 +243,17 @@ def target_lines(checks: list[dict[str, Any]]) -> str:
 
 
 def write_json(
-    path: Path, results: dict[str, Result], settings: Settings, checks: list[dict[str, Any]]
+    path: Path,
+    results: dict[str, Result],
+    settings: Settings,
+    checks: list[dict[str, Any]],
+    data_results: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     data = {
         "machine": machine(),
         "settings": dataclasses.asdict(settings),
         "results": {name: dataclasses.asdict(r) for name, r in results.items()},
+        "data": data_results or {},
         "targets": checks,
     }
     path.write_text(json.dumps(data, indent=2) + "\n")

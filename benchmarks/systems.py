@@ -14,6 +14,8 @@ import tempfile
 from abc import ABC, abstractmethod
 from typing import Any
 
+from parallel_kernel.pool.launch import HUGE_PAGES_TUNABLE
+
 from .workloads import noop, worker_pid
 
 #: Seconds any one result may take before the system is reported as failed
@@ -30,6 +32,8 @@ class System(ABC):
     label: str
     #: Whether :meth:`map_many` exists (a batched map), besides single submits.
     has_map = False
+    #: Environment variables of the process that measures it (and of its workers).
+    environment: dict[str, str] = {}
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -242,6 +246,8 @@ class RawZmq(System):
 
     name = "zmq"
     label = "raw pyzmq echo, TCP (floor)"
+    # both sides of the floor allocate with the setting the pool gives its engines
+    environment = {"GLIBC_TUNABLES": HUGE_PAGES_TUNABLE}
 
     def endpoint(self) -> str:
         return "tcp://127.0.0.1:*"

@@ -141,6 +141,30 @@ def test_a_value_lost_with_its_engine_fails_result_and_dependent_tasks_clearly()
         assert pool.submit(abs, -1).result(WAIT) == 1
 
 
+def _restart_engine(pool: Pool) -> None:
+    [pid] = pool.broadcast(os.getpid)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: pool.engines[0].state == "idle" and pool.broadcast(os.getpid) != [pid])
+
+
+def test_a_lost_value_is_made_again_by_its_task_while_it_has_retries() -> None:
+    with Pool(1) as pool:
+        base = pool.submit(np.arange, MiB, retries=1)
+        doubled = pool.submit(np.multiply, base, 2, retries=1)
+        doubled.exception(WAIT)
+        lost_with = doubled.kept.uuid
+        _restart_engine(pool)
+        # both values are lost: doubled is made again, and base before it
+        total = pool.submit(np.sum, doubled)
+        assert total.result(WAIT) == 2 * (MiB * (MiB - 1) // 2)
+        assert doubled.kept.uuid != lost_with
+        assert doubled.result(WAIT)[-1] == 2 * (MiB - 1)
+        _restart_engine(pool)
+        # each used its one retry: lost again, it fails the task that needs it
+        with pytest.raises(DependencyError, match=r"its input args\[0\] was kept on engine 0"):
+            pool.submit(np.sum, doubled).result(WAIT)
+
+
 def test_keep_over_none_brings_every_result_back() -> None:
     with Pool(1, keep_over=None) as pool:
         assert pool.keep_over is None

@@ -30,6 +30,7 @@ from .kept import KEEP_OVER, KeptResults
 from .launch import Launcher
 from .loop import Bridge
 from .prompts import Prompts
+from .recompute import Recomputer
 from .requests import Requests
 from .scheduler import Scheduler
 from .stacks import Stacks
@@ -87,6 +88,7 @@ class PoolCore:
         self.stacks = Stacks(self)
         self.prompts = Prompts(self._settle)
         self.kept = KeptResults(self)
+        self.recompute = Recomputer(self)
         self.scheduler.affinity = lambda job: self.kept.holders(job.inputs)
         #: What this pool's futures carry to say whose they are (a token: a done
         #: future keeps nothing of the pool alive).

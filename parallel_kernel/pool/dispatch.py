@@ -32,6 +32,7 @@ from . import futures, output
 from .costs import Costs
 from .death import Cause, engine_died
 from .kept import kept_of
+from .recompute import recipe_of
 from .tasks import Attempt, Setback, Task, TaskState, decide
 
 if TYPE_CHECKING:
@@ -167,16 +168,25 @@ class Dispatcher:
         return True
 
     def _with_inputs(self, task: Task, engine: EngineRecord) -> bool:
-        """Set the task's request with its inputs; False if one cannot be had."""
+        """Set the task's request with its inputs; False if one cannot be had now
+        (the task then fails, or waits for a lost input to be made again)."""
         kept = self.core.kept
         inputs = task.job.inputs
+        values = []
         try:
-            values = [
-                kept.input_for(name, future, engine)
-                if kept_of(future) is not None
-                else future.result()
-                for name, future in inputs
-            ]
+            for index, (name, future) in enumerate(inputs):
+                if kept_of(future) is None:
+                    values.append(future.result())
+                    continue
+                try:
+                    values.append(kept.input_for(name, future, engine))
+                except DependencyError:
+                    again = self.core.recompute.redo(future)
+                    if again is None:
+                        raise
+                    inputs[index] = (name, again)
+                    self._enqueue(task)  # it waits for the value made again
+                    return False
             task.request = serialize.with_inputs(task.content, task.buffers, values)
         except (serialize.SerializationError, DependencyError) as exc:
             self.resolve(task, error=exc)
@@ -320,7 +330,9 @@ class Dispatcher:
                     value = None
                 elif "kept" in content:
                     engine = self.core.records[attempt.engine_id]
-                    value = self.core.kept.record(task.future, engine, content["kept"])
+                    value = self.core.kept.record(
+                        task.future, engine, content["kept"], recipe_of(task)
+                    )
                 else:
                     value = serialize.unpack_result(content, msg["buffers"])
             except BaseException as exc:  # user code (a __setstate__): never the loop's end

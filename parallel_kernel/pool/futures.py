@@ -76,6 +76,8 @@ class TaskFuture(concurrent.futures.Future):
         self._kept: KeptResult | None = None
         #: Futures of the same value placed on other engines (``scatter(broadcast=True)``).
         self._replicas: list[TaskFuture] = []
+        #: Its value made again after its engine lost it (see :mod:`.recompute`).
+        self._again: TaskFuture | None = None
         self.engine_id: int | None = None
         self.msg_id: str | None = None
         #: The connection file of the engine that ran it (``jupyter console --existing``).

@@ -26,6 +26,7 @@ from ..errors import DependencyError, EngineDied
 if TYPE_CHECKING:
     from .core import PoolCore
     from .engine_state import EngineRecord
+    from .recompute import Recipe
 
 #: Results of at least this many bytes, as packed, stay on their engine by default.
 KEEP_OVER = 1 << 20
@@ -39,10 +40,27 @@ _fetching = threading.Lock()
 class KeptResult:
     """A task's result kept on engine ``engine_id`` (its kernel ``uuid``) under ``key``."""
 
-    __slots__ = ("__weakref__", "core", "engine_id", "key", "nbytes", "type_name", "uuid")
+    __slots__ = (
+        "__weakref__",
+        "core",
+        "engine_id",
+        "key",
+        "nbytes",
+        "recipe",
+        "type_name",
+        "uuid",
+    )
 
-    def __init__(self, core: PoolCore, engine: EngineRecord, kept: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        core: PoolCore,
+        engine: EngineRecord,
+        kept: dict[str, Any],
+        recipe: Recipe | None = None,
+    ) -> None:
         self.core = weakref.proxy(core)
+        #: How to make the value again if its engine dies (see :mod:`.recompute`).
+        self.recipe = recipe
         self.engine_id = engine.id
         self.uuid = engine.uuid
         self.key = str(kept["key"])
@@ -93,10 +111,16 @@ class KeptResults:
         #: Keys kept on each engine (by id) for this pool's futures.
         self.keys: dict[int, set[str]] = {}
 
-    def record(self, future: Any, engine: EngineRecord, kept: dict[str, Any]) -> KeptResult:
+    def record(
+        self,
+        future: Any,
+        engine: EngineRecord,
+        kept: dict[str, Any],
+        recipe: Recipe | None = None,
+    ) -> KeptResult:
         """``future``'s result is kept on ``engine`` (a reply's ``kept``): note it, and
         release it there once the future is gone."""
-        result = KeptResult(self.core, engine, kept)
+        result = KeptResult(self.core, engine, kept, recipe)
         future._kept = result
         self.keys.setdefault(engine.id, set()).add(result.key)
         weakref.finalize(future, self._release_soon, engine.id, engine.uuid, result.key)
