@@ -256,12 +256,15 @@ def _map(name: str) -> mmap:
         os.close(fd)
     with _lock:
         _mapped[name] = (_address(mapping), len(mapping), weakref.ref(mapping))
-    weakref.finalize(mapping, _unmapped, folder / name)
+    weakref.finalize(mapping, _unmapped, folder / name, os.getpid())
     return mapping
 
 
-def _unmapped(path: Path) -> None:
-    """The last view of a segment is gone: drop its name here."""
+def _unmapped(path: Path, pid: int) -> None:
+    """The last view of a segment is gone: drop its name here (in the process that
+    mapped it, not in a forked child, whose parent may still be using it)."""
+    if os.getpid() != pid:
+        return
     with _lock:
         _mapped.pop(path.name, None)
     with contextlib.suppress(OSError):
@@ -313,14 +316,16 @@ def offload(
         for index in large:
             frame = buffers[index]
             found = _mapped_at(frame, _nbytes(frame))
-            if found is None:
+            link = _new_name(folder, holder)
+            try:
+                if found is None:
+                    raise FileNotFoundError
+                os.link(folder / found[0], link)
+            except FileNotFoundError:  # not mapped here, or its name is gone: copied
                 copies.append((index, frame))
                 continue
-            name, _size, offset = found
-            link = _new_name(folder, holder)
-            os.link(folder / name, link)
             made.append(link)
-            refs.append([index, link.name, offset, _nbytes(frame)])
+            refs.append([index, link.name, found[2], _nbytes(frame)])
         if copies:
             segment, written = _spares.write(folder, copies)
             link = _new_name(folder, holder)
@@ -362,13 +367,15 @@ class _Spares:
     writable) and writes the next message into one that no one else holds any
     more (its only name is the sender's: receivers drop theirs when their last
     view goes).  At most :data:`SPARE_BYTES` are kept; a spare not used for
-    :data:`SPARE_SECONDS` is dropped at the next write.
+    :data:`SPARE_SECONDS` is dropped (by a timer thread, so an idle process
+    holds none for long).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         #: path -> (writable mapping, last used)
         self._free: dict[Path, tuple[mmap, float]] = {}
+        self._timer: threading.Timer | None = None
 
     def write(self, folder: Path, frames: list[tuple[int, Any]]) -> tuple[Path, list[list[Any]]]:
         """Write ``frames`` (index, frame) into a segment; its path (a name of this
@@ -418,6 +425,24 @@ class _Spares:
                     break
                 total -= len(self._free[old][0])
                 self._drop(old)
+            if self._timer is None:
+                self._expire_later()
+
+    def _expire_later(self) -> None:
+        self._timer = threading.Timer(SPARE_SECONDS, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        """Drop the spares not used for :data:`SPARE_SECONDS` (on a timer's thread)."""
+        with self._lock:
+            self._timer = None
+            now = time.monotonic()
+            for path, (_, used) in list(self._free.items()):
+                if now - used >= SPARE_SECONDS:
+                    self._drop(path)
+            if self._free:
+                self._expire_later()
 
     def _drop(self, path: Path) -> None:
         mapping, _ = self._free.pop(path)
@@ -460,6 +485,17 @@ def _write_new(
 
 
 _spares = _Spares()
+
+
+def _forked() -> None:
+    """A forked child: the segments its parent maps and keeps are not its own to pass
+    on, write into or remove."""
+    global _spares
+    _spares = _Spares()
+    _mapped.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def hold(buffers: Sequence[Any]) -> list[Any]:

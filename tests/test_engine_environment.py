@@ -52,7 +52,8 @@ def test_the_tunable_is_added_to_the_users_own() -> None:
 )
 def test_engines_receive_large_arrays_on_huge_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     array = np.arange(64 * MiB, dtype=np.uint8)
-    with Pool(1) as pool:
+    # over the socket, as from a client on another host (on this one it would be shared memory)
+    with Pool(1, shared_memory=False) as pool:
         tunables, huge_kib = pool.submit(_huge_pages_holding, array).result(60)
     assert HUGE_PAGES_TUNABLE in tunables
     # the received 64 MiB buffer sits (nearly) all on 2 MiB pages
@@ -60,7 +61,7 @@ def test_engines_receive_large_arrays_on_huge_pages(monkeypatch: pytest.MonkeyPa
 
     if _thp_mode() == "madvise":  # only asked-for memory gets huge pages: the opt-out shows
         monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
-        with Pool(1) as pool:
+        with Pool(1, shared_memory=False) as pool:
             tunables, huge_kib = pool.submit(_huge_pages_holding, array).result(60)
         assert tunables == "glibc.malloc.hugetlb=0"
         assert huge_kib < 8 * 1024

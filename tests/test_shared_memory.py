@@ -310,3 +310,20 @@ def test_no_segment_is_left_after_the_client_is_killed(own_segments: Path, tmp_p
 
     wait_until(lambda: all(gone(pid) for pid in pids), timeout=30)
     assert files(own_segments) == []
+
+
+def test_a_forked_child_leaves_its_parents_segments_alone(segments: Path) -> None:
+    content, frames = shared_memory.offload({}, [bytes(2 * MiB)], shared_memory._me())
+    views = shared_memory.attach(content, frames)
+    name = content["shared"][0][1]
+    child = os.fork()
+    if child == 0:  # the child drops its copy of the views, as a task's subprocess would
+        del views
+        gc.collect()
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert (segments / name).exists()
+    assert bytes(views[0][:3]) == b"\0\0\0"
+    del views
+    gc.collect()
+    assert not (segments / name).exists()
