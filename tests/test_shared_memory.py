@@ -218,7 +218,7 @@ def test_a_reference_to_a_missing_or_foreign_segment_is_a_clear_error(segments: 
     frames = [b"x", b""]
     with pytest.raises(SharedMemoryError, match="not a shared memory segment of this process"):
         shared_memory.attach({"shared": [[1, "1.2-" + "0" * 32, 0, 10]]}, frames)
-    mine = shared_memory._me() + "-" + "a" * 32
+    mine = shared_memory.this_holder() + "-" + "a" * 32
     with pytest.raises(SharedMemoryError, match=r"cannot be opened .*sender may have died"):
         shared_memory.attach({"shared": [[1, mine, 0, 10]]}, frames)
     with pytest.raises(SharedMemoryError, match=r"\[frame index, segment, offset, size\]"):
@@ -235,7 +235,7 @@ def test_a_sweep_removes_the_segments_of_dead_holders_only(segments: Path) -> No
     pid = int(dead.stdout)
     orphan = segments / f"{pid}.1-{'b' * 32}"
     orphan.write_bytes(b"left by a process that was killed")
-    alive = segments / f"{shared_memory._me()}-{'c' * 32}"
+    alive = segments / f"{shared_memory.this_holder()}-{'c' * 32}"
     alive.write_bytes(b"held by this process")
     assert shared_memory.sweep() >= 1
     assert not orphan.exists()
@@ -313,7 +313,7 @@ def test_no_segment_is_left_after_the_client_is_killed(own_segments: Path, tmp_p
 
 
 def test_a_forked_child_leaves_its_parents_segments_alone(segments: Path) -> None:
-    content, frames = shared_memory.offload({}, [bytes(2 * MiB)], shared_memory._me())
+    content, frames = shared_memory.offload({}, [bytes(2 * MiB)], shared_memory.this_holder())
     views = shared_memory.attach(content, frames)
     name = content["shared"][0][1]
     child = os.fork()

@@ -1,0 +1,169 @@
+"""Segments a sender wrote before, written again: new memory is slow to write.
+
+See :mod:`parallel_kernel.shared_memory` for the model.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from mmap import mmap
+from pathlib import Path
+from typing import Any
+
+from .places import new_name, this_holder
+
+#: Bytes of written segments a process keeps to write again.
+SPARE_BYTES = 1 << 30
+#: Seconds a spare segment is kept unused.
+SPARE_SECONDS = 30.0
+#: Offsets of the frames in a segment are multiples of this (numpy's widest alignment).
+ALIGN = 64
+#: Largest write the kernel takes in one call.
+_WRITE_MAX = 1 << 30
+
+
+def nbytes(frame: Any) -> int:
+    """The size of a frame in bytes."""
+    return len(frame) if type(frame) is bytes else memoryview(frame).nbytes
+
+
+class Spares:
+    """Segments this process wrote before, kept to be written again.
+
+    Writing into new memory costs the kernel a page allocation per 4 KiB, which
+    makes it several times slower than a copy into memory already there; so a
+    sender keeps the segments it wrote (under a name of its own, mapped
+    writable) and writes the next message into one that no one else holds any
+    more (its only name is the sender's: receivers drop theirs when their last
+    view goes).  At most :data:`SPARE_BYTES` are kept; a spare not used for
+    :data:`SPARE_SECONDS` is dropped (by a timer thread, so an idle process
+    holds none for long).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: path -> (writable mapping, last used)
+        self._free: dict[Path, tuple[mmap, float]] = {}
+        self._timer: threading.Timer | None = None
+
+    def write(self, folder: Path, frames: list[tuple[int, Any]]) -> tuple[Path, list[list[Any]]]:
+        """Write ``frames`` (index, frame) into a segment; its path (a name of this
+        process's) and the frames' ``[index, name, offset, size]`` (name left out)."""
+        refs, total = [], 0
+        for index, frame in frames:
+            size = nbytes(frame)
+            refs.append([index, "", total, size])
+            total += -(-size // ALIGN) * ALIGN
+        found = self._take(total)
+        if found is None:
+            path = new_name(folder, this_holder())
+            mapping = _write_new(path, frames, refs, total)
+        else:
+            path, mapping = found
+            for (_, frame), (_, _, offset, size) in zip(frames, refs, strict=True):
+                mapping[offset : offset + size] = memoryview(frame).cast("B")
+        self._give_back(path, mapping)
+        return path, refs
+
+    def _take(self, size: int) -> tuple[Path, mmap] | None:
+        """The smallest free spare of ``size`` to ``2 * size`` bytes that only this
+        process still names, taken out of the free list."""
+        with self._lock:
+            now = time.monotonic()
+            best = None
+            for path, (mapping, used) in list(self._free.items()):
+                if now - used > SPARE_SECONDS:
+                    self._drop(path)
+                elif (
+                    size <= len(mapping) <= 2 * size
+                    and (best is None or len(mapping) < len(self._free[best][0]))
+                    and _only_mine(path)
+                ):
+                    best = path
+            if best is None:
+                return None
+            mapping, _ = self._free.pop(best)
+            return best, mapping
+
+    def _give_back(self, path: Path, mapping: mmap) -> None:
+        with self._lock:
+            self._free[path] = (mapping, time.monotonic())
+            total = sum(len(m) for m, _ in self._free.values())
+            for old in sorted(self._free, key=lambda p: self._free[p][1]):
+                if total <= SPARE_BYTES:
+                    break
+                total -= len(self._free[old][0])
+                self._drop(old)
+            if self._timer is None:
+                self._expire_later()
+
+    def _expire_later(self) -> None:
+        self._timer = threading.Timer(SPARE_SECONDS, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        """Drop the spares not used for :data:`SPARE_SECONDS` (on a timer's thread)."""
+        with self._lock:
+            self._timer = None
+            now = time.monotonic()
+            for path, (_, used) in list(self._free.items()):
+                if now - used >= SPARE_SECONDS:
+                    self._drop(path)
+            if self._free:
+                self._expire_later()
+
+    def _drop(self, path: Path) -> None:
+        mapping, _ = self._free.pop(path)
+        mapping.close()
+        path.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Drop every spare (before this process ends)."""
+        with self._lock:
+            for path in list(self._free):
+                self._drop(path)
+
+
+def _only_mine(path: Path) -> bool:
+    try:
+        return os.stat(path).st_nlink == 1
+    except OSError:
+        return False
+
+
+def _write_new(
+    path: Path, frames: list[tuple[int, Any]], refs: list[list[Any]], total: int
+) -> mmap:
+    """Write ``frames`` into a new segment at ``path``, with ``write(2)`` (faster than
+    through a mapping into memory not allocated yet); return a writable mapping of it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, total)
+        for (_, frame), (_, _, at, _) in zip(frames, refs, strict=True):
+            view = memoryview(frame).cast("B")
+            while view:
+                written = os.pwrite(fd, view[:_WRITE_MAX], at)
+                view, at = view[written:], at + written
+        return mmap(fd, total)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+_spares = Spares()
+
+
+def spares() -> Spares:
+    """This process's spares."""
+    return _spares
+
+
+def forget_all() -> None:
+    """A forked child: the parent's spares are not its own to write into or remove."""
+    global _spares
+    _spares = Spares()
