@@ -71,20 +71,26 @@ def memcpy(nbytes: int, rounds: int = 3) -> float:
     return statistics.median(times)
 
 
-def _shared_bytes() -> int:
-    """Bytes of distinct shared memory segments in this user's directory of segments."""
+def _mapped_segments() -> dict[int, int]:
+    """Runs on an engine: the shared memory segments it maps (inode -> size)."""
     from parallel_kernel import shared_memory
 
     folder = shared_memory.directory()
-    if folder is None:
-        return 0
-    sizes = {}
-    for name in os.listdir(folder):
-        try:
-            info = os.stat(folder / name)
-        except OSError:
-            continue
-        sizes[info.st_ino] = info.st_size
+    found = {}
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if folder is not None and len(fields) == 6 and fields[5].startswith(f"{folder}/"):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                found[int(fields[4])] = max(found.get(int(fields[4]), 0), end - start)
+    return found
+
+
+def _shared_bytes(pool: Any) -> int:
+    """Bytes of the distinct shared memory segments the engines of ``pool`` map."""
+    sizes: dict[int, int] = {}
+    for mapped in pool.broadcast(_mapped_segments):
+        sizes.update(mapped)
     return sum(sizes.values())
 
 
@@ -109,7 +115,7 @@ def ours(broadcast_bytes: int, chain_bytes: int) -> dict[str, float]:
             started = time.perf_counter()
             placed = place()
             times.append(time.perf_counter() - started)
-            out["broadcast_shared_bytes"] = _shared_bytes()
+            out["broadcast_shared_bytes"] = _shared_bytes(pool)
             del placed
             gc.collect()
         out["broadcast_first_s"] = times[0]

@@ -48,7 +48,13 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     assert "client_growth_after_20000_tasks" in ours["memory_MB"]
     targets = {t["target"] for t in data["targets"]}
     assert "latency median: ours / processpool <= 2" in targets
-    assert "64 MiB echo: ours / zmq-ipc >= 1" in targets
+    assert "64 MiB echo: ours / zmq-ipc >= 2" in targets
+    assert "broadcast: ours / one numpy copy <= 1.5" in targets
+    assert "chain: intermediate bytes received by the client == 0" in targets
+    measured = data["data"]["parallel_kernel"]
+    assert measured["chain_client_bytes"] == 0
+    assert measured["broadcast_shared_bytes"] == measured["broadcast_array_bytes"]
+    assert "| parallel_kernel | " in run.stdout  # the data benchmarks' table
     assert data["machine"]["cpus"] >= 1
 
 

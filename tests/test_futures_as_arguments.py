@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import os
 import time
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 from parallel_kernel import DependencyError, Pool
 from parallel_kernel.serialize import SerializationError
@@ -120,3 +123,20 @@ class Unsendable:
         if os.getpid() == CLIENT:
             raise TypeError("refuses to leave the client")
         return Unsendable, ()
+
+
+def test_an_input_is_let_go_without_waiting_for_the_cycle_collector(pool: Pool) -> None:
+    """Nothing of the pool's keeps a future that was an argument in a reference cycle:
+    with the cyclic collector off, the future (and a value it keeps on an engine)
+    goes as soon as the caller and the task that took it are done with it."""
+    gc.collect()
+    gc.disable()
+    try:
+        first = pool.submit(lambda: 1)
+        second = pool.submit(lambda x: x + 1, first)
+        assert second.result(60) == 2
+        gone = weakref.ref(first)
+        del first
+        wait_until(lambda: gone() is None, timeout=10)
+    finally:
+        gc.enable()

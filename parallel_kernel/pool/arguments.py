@@ -152,33 +152,46 @@ def take_inputs(
     kind of future, raises ``TypeError``: its value cannot be sent from here.
     """
     inputs: list[tuple[str, Any]] = []
-
-    def take(value: Any, name: str, depth: int) -> Any:
-        if isinstance(value, concurrent.futures.Future):
-            if not is_ours(value):
-                raise TypeError(
-                    f"{name} is a future of another pool (or not of a pool): only this "
-                    "pool's futures can be passed as arguments; pass future.result() instead"
-                )
-            inputs.append((name, value))
-            return serialize.input_placeholder(len(inputs) - 1)
-        if depth == 0:
-            kind = type(value)
-            if kind in (list, tuple) and holds_futures(value):
-                items = [take(item, f"{name}[{i}]", 1) for i, item in enumerate(value)]
-                if any(new is not old for new, old in zip(items, value, strict=True)):
-                    return kind(items)
-            elif kind is dict and holds_futures(value.values()):
-                items = {key: take(item, f"{name}[{key!r}]", 1) for key, item in value.items()}
-                if any(items[key] is not item for key, item in value.items()):
-                    return items
-        return value
-
+    take = _Taker(inputs, is_ours)
     new_args = tuple(take(value, f"args[{i}]", 0) for i, value in enumerate(args))
     new_kwargs = {key: take(value, f"kwargs[{key!r}]", 0) for key, value in kwargs.items()}
     if not inputs:
         return args, kwargs, inputs
     return new_args, new_kwargs, inputs
+
+
+class _Taker:
+    """Replaces the futures of a call's arguments by placeholders, noting them in ``inputs``.
+
+    (A class, not a recursive closure: a closure that refers to itself is a
+    reference cycle, which would keep the futures, and the values they keep on
+    engines, alive until the cyclic garbage collector runs.)
+    """
+
+    def __init__(self, inputs: list[tuple[str, Any]], is_ours: Callable[[Any], bool]) -> None:
+        self.inputs = inputs
+        self.is_ours = is_ours
+
+    def __call__(self, value: Any, name: str, depth: int) -> Any:
+        if isinstance(value, concurrent.futures.Future):
+            if not self.is_ours(value):
+                raise TypeError(
+                    f"{name} is a future of another pool (or not of a pool): only this "
+                    "pool's futures can be passed as arguments; pass future.result() instead"
+                )
+            self.inputs.append((name, value))
+            return serialize.input_placeholder(len(self.inputs) - 1)
+        if depth == 0:
+            kind = type(value)
+            if kind in (list, tuple) and holds_futures(value):
+                items = [self(item, f"{name}[{i}]", 1) for i, item in enumerate(value)]
+                if any(new is not old for new, old in zip(items, value, strict=True)):
+                    return kind(items)
+            elif kind is dict and holds_futures(value.values()):
+                items = {key: self(item, f"{name}[{key!r}]", 1) for key, item in value.items()}
+                if any(items[key] is not item for key, item in value.items()):
+                    return items
+        return value
 
 
 def holds_futures(items: Iterable[Any]) -> bool:
