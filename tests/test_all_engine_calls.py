@@ -91,3 +91,16 @@ def test_a_bad_timeout_is_refused_and_nothing_runs(pool: Pool, bad, error, messa
     with pytest.raises(error, match=message):
         pool.broadcast(takes_timeout, timeout=bad)
     assert pool.futures() == []
+
+
+def test_a_clear_that_waits_for_a_task_comes_before_the_calls_made_after_it(pool: Pool) -> None:
+    blocker = pool.submit(busy, 2, engine=1)
+    deadline = time.monotonic() + TIMEOUT
+    while not blocker.running():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(EngineTimeout, match=r"clear: no answer from engine 1 within 0\.5 s"):
+        pool.clear(timeout=0.5)
+    pool.push({"after": 3}, timeout=TIMEOUT)
+    assert pool.pull("after", timeout=TIMEOUT) == [3, 3]
+    blocker.result(TIMEOUT)

@@ -46,7 +46,7 @@ from .interrupts import Phase
 from .kept import InputResolver, ResultStore
 from .postmortem import post_mortem
 from .replies import HandlerTable, error_content, find_malformed, peek_header, reply_type
-from .shell_order import MainShellQueue
+from .shell_order import ClearsOnTheWay, MainShellQueue
 from .taskchannel import TaskChannel
 from .tasksocket import bind_task_socket, close_task_socket
 
@@ -99,6 +99,7 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
         self.kept_inputs = InputResolver(self.kept)
         self.apply_runner = ApplyRunner(self)
         self.main_shell_queue = MainShellQueue()
+        self.clears_on_the_way = ClearsOnTheWay()
         self.shell_handlers = HandlerTable(
             {
                 **self.shell_handlers,
@@ -282,6 +283,10 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
         """The lock the main shell holds while it runs a request (a cell, a clear)."""
         return compat.main_shell_lock(self)
 
+    def clear_on_the_way(self) -> bool:
+        """Whether a clear from the control channel is on its way to the main shell's lock."""
+        return bool(self.clears_on_the_way)
+
     def admit(self, stream: Any, idents: list[bytes], msg: dict[str, Any]) -> bool:
         """Parent the kernel's output to a task-channel request and decide whether it runs.
 
@@ -322,6 +327,7 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
         control_stream = self.control_stream
 
         async def clear_in_main_thread() -> None:
+            self.clears_on_the_way.arrived()  # the lock is held or awaited from here on
             async with compat.main_shell_lock(self):
                 previous_ident, previous_parent = compat.shell_parent(self)
                 self.set_parent(ident, parent, channel="shell")
@@ -336,6 +342,7 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
                 self.session.send, control_stream, "clear_reply", content, parent, ident
             )
 
+        self.clears_on_the_way.handed_over()
         self.io_loop.add_callback(clear_in_main_thread)
 
     def _clear(self) -> dict[str, Any]:

@@ -41,3 +41,33 @@ class MainShellQueue:
         """Whether requests of ``session`` wait for the main shell."""
         with self._lock:
             return self._waiting.get(session, 0) > 0
+
+
+class ClearsOnTheWay:
+    """Clears handed from the control thread to the main thread that have not asked for the
+    main shell's lock yet.
+
+    A clear on the control channel waits for running code by taking the main
+    shell's lock in the main thread, a loop turn or two after the control
+    thread hands it over.  Tasks on the task channel that arrive meanwhile
+    must not overtake it: the task channel holds back while this is true.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def handed_over(self) -> None:
+        """A clear leaves the control thread for the main thread."""
+        with self._lock:
+            self._count += 1
+
+    def arrived(self) -> None:
+        """A clear takes the main shell's lock or waits for it (the main thread, in the
+        same step: from then on the lock is seen wanted)."""
+        with self._lock:
+            self._count -= 1
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return self._count > 0

@@ -9,7 +9,8 @@ messages and answers ``apply_reply`` on the same socket:
 
 * tasks never interleave with a cell: they run only while the main shell's
   lock is free, and take it when they have to wait (async tasks, large
-  replies still being sent);
+  replies still being sent); a clear sent on control while a task runs
+  comes before the tasks that arrive after it;
 * output is parented to the task's request as on the shell channel; no
   ``busy``/``idle`` is published for a task that printed nothing, and a task
   that did publish output gets an ``idle`` after it, so a client knows when
@@ -70,6 +71,10 @@ class TaskHost(Protocol):
     @property
     def shell_lock(self) -> asyncio.Lock:
         """The lock the main shell holds while it runs a request (a cell, a clear)."""
+        ...
+
+    def clear_on_the_way(self) -> bool:
+        """Whether a clear from the control channel is on its way to the main shell's lock."""
         ...
 
     def admit(self, stream: Any, idents: list[bytes], msg: dict[str, Any]) -> bool:
@@ -183,6 +188,9 @@ class TaskChannel:
             self._receive()
             if not self.queue:
                 self.draining = False
+                return
+            if self.host.clear_on_the_way():  # let it reach the lock first
+                self.loop.call_soon(self._drain)
                 return
             if lock_wanted(self.shell_lock):  # a cell (or a clear) holds or awaits the shell
                 self._drainer = asyncio.ensure_future(self._drain_holding_lock())
