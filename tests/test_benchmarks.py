@@ -49,7 +49,8 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     targets = {t["target"] for t in data["targets"]}
     assert "latency median: ours / processpool <= 2" in targets
     assert "64 MiB echo: ours / zmq-ipc >= 2" in targets
-    assert "broadcast: ours / one numpy copy <= 1.5" in targets
+    assert "broadcast (first): ours / one numpy copy <= 1.5" in targets
+    assert "broadcast (again): push over sockets / ours >= 3" in targets
     assert "chain: intermediate bytes received by the client == 0" in targets
     measured = data["data"]["parallel_kernel"]
     assert measured["chain_client_bytes"] == 0
