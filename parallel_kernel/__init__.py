@@ -12,6 +12,7 @@ from .errors import (
     EngineDied,
     EngineStartError,
     EngineTimeout,
+    ParallelCellError,
     ParallelError,
     PoolBroken,
     RemoteError,
@@ -39,6 +40,7 @@ __all__ = [
     "EngineDied",
     "EngineStartError",
     "EngineTimeout",
+    "ParallelCellError",
     "ParallelError",
     "Pool",
     "PoolBroken",
@@ -54,6 +56,14 @@ __all__ = [
     "require",
     "wait",
 ]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext parallel_kernel``: the parallel magics (``%px``, ``%%px``, ``%autopx``,
+    ``%pxresult``, ``%pxconfig``, ``%pool``); see ``docs/notebooks.md``."""
+    from .magics import register
+
+    register(ipython)
 
 
 def __getattr__(name: str) -> Any:

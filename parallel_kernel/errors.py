@@ -133,6 +133,38 @@ class TaskInterrupted(RemoteError):
     """The task was interrupted on its engine (it ended with KeyboardInterrupt)."""
 
 
+class ParallelCellError(ParallelError):
+    """Code run on several engines (``%px``) failed on some of them.
+
+    ``errors`` maps each failed engine's id to its error (a
+    :class:`RemoteError` with the engine's traceback).  In a notebook the
+    tracebacks were shown with the engines' output already, so this shows
+    one line per failed engine.
+    """
+
+    def __init__(self, errors: dict[int, BaseException]) -> None:
+        self.errors = dict(sorted(errors.items()))
+        super().__init__(self._summary())
+
+    def _summary(self) -> str:
+        count = len(self.errors)
+        lines = [f"{count} engine{'s' if count > 1 else ''} raised an exception:"]
+        for engine_id, error in self.errors.items():
+            if isinstance(error, RemoteError):
+                what = f"{error.ename}: {error.evalue}" if error.evalue else error.ename
+            else:
+                what = f"{type(error).__name__}: {error}"
+            lines.append(f"  engine {engine_id}: {what}")
+        return "\n".join(lines)
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows the summary only: each traceback was shown with its engine's output."""
+        return [f"{type(self).__name__}: {self}"]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.errors,)
+
+
 class TaskTimeout(ParallelError, TimeoutError):
     """The task ran longer than its ``timeout`` and was interrupted."""
 

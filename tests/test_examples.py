@@ -36,6 +36,7 @@ def run_example(*args: str, timeout: float = 180) -> str:
 def test_the_examples_are_the_ones_tested_here() -> None:
     assert {path.name for path in NOTEBOOKS} == {
         "getting-started.ipynb",
+        "parallel-magics.ipynb",
         "pool-in-a-notebook.ipynb",
     }
     assert {path.name for path in EXAMPLES.glob("*.py")} == {

@@ -12,13 +12,24 @@ pytestmark = pytest.mark.timeout(60)
 
 #: Module paths the API reference has documented, and what each must still offer.
 DOCUMENTED = {
-    "parallel_kernel": ["Pool", "Engine", "TaskFuture", "wait", "as_completed", "require"],
+    "parallel_kernel": [
+        "Pool",
+        "Engine",
+        "TaskFuture",
+        "wait",
+        "as_completed",
+        "require",
+        "ParallelCellError",
+        "load_ipython_extension",
+    ],
     "parallel_kernel.pool": ["Pool", "Engine"],
     "parallel_kernel.kernel": ["ParallelKernel", "ParallelKernelApp", "launch"],
     "parallel_kernel.kernelapp": ["ParallelKernelApp", "launch"],
     "parallel_kernel.output": ["display_outputs", "OutputForwarder"],
     "parallel_kernel.ipyparallel_format": ["unpack_apply", "pack_result"],
     "parallel_kernel.integrations.joblib": ["PoolBackend"],
+    "parallel_kernel.magics": ["register"],
+    "parallel_kernel.magics.run": ["ParallelRun"],
     # what older clients' pickles reference by path
     "parallel_kernel.remote": ["run_chunk", "push", "pull", "call_in_namespace", "Require"],
     "parallel_kernel.serialize": ["pack", "unpack", "pack_apply", "unpack_result"],

@@ -492,6 +492,18 @@ class Pool(Executor):
         """
         return self._core.stacks.of_engines()
 
+    def activate(self) -> Pool:
+        """Make this pool the one the parallel magics run on (``%px`` ...); return it.
+
+        One pool is active per process; activating another replaces it (and
+        says so).  ``%load_ext parallel_kernel`` loads the magics; see
+        ``docs/notebooks.md``.
+        """
+        from ..magics import active
+
+        active.activate(self)
+        return self
+
     # ------------------------------------------------------------------ shutdown
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -309,6 +309,12 @@ class Dispatcher:
             future.outputs.append(content)
             if forward:
                 self.core.output.rich(engine.id, msg_type, content, attempt.task.origin)
+        sink = attempt.task.sink
+        if sink is not None and msg_type in output.SINK_TYPES:
+            try:
+                sink(engine.id, msg_type, content)
+            except Exception:  # the sink shows output: its failure is not the task's
+                log.exception("Showing the output of engine %s failed", engine.id)
 
     # -- outcomes
 

@@ -26,6 +26,8 @@ from typing import Any
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 #: IOPub message types whose content is a MIME bundle to show.
 RICH_TYPES = frozenset({"display_data", "update_display_data", "execute_result"})
+#: IOPub message types a task's output sink gets (see ``Task.sink``).
+SINK_TYPES = RICH_TYPES | {"stream", "error", "clear_output"}
 
 
 def _kernel_shell() -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,7 @@ class Task:
         "request",
         "retries",
         "retry_on_error",
+        "sink",
         "state",
         "timeout",
     )
@@ -136,6 +138,7 @@ class Task:
         retry_on_error: bool = False,
         timeout: float | None = None,
         kind: str | None = None,
+        sink: Callable[[int, str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.future = future
         self.msg_type = msg_type
@@ -150,6 +153,9 @@ class Task:
         self.kind = kind
         #: Where output should be shown when forwarded (the submitting cell).
         self.origin: dict[str, Any] | None = None
+        #: Called with ``(engine_id, msg_type, content)`` for each output as it arrives
+        #: (the parallel magics), from the pool's loop thread.
+        self.sink = sink
         self.state = TaskState.PENDING
         #: ``(content, buffers)`` of the current attempt's request (inputs added).
         self.request: tuple[dict[str, Any], list[Any]] = (content, buffers)
