@@ -27,6 +27,8 @@ ALIGN = 64
 _WRITE_MAX = 1 << 30
 #: ``madvise`` advice that maps every page of a range writable at once (Linux 5.14).
 _MADV_POPULATE_WRITE = 23
+#: Bytes mapped in per ``madvise`` call.
+_POPULATE_CHUNK = 16 << 20
 
 
 def nbytes(frame: Any) -> int:
@@ -51,8 +53,8 @@ class Spares:
         self._lock = threading.Lock()
         #: path -> (writable mapping, last used)
         self._free: dict[Path, tuple[mmap, float]] = {}
-        #: path -> the thread mapping its pages in (see :meth:`_prefault`)
-        self._prefaulting: dict[Path, threading.Thread] = {}
+        #: path -> its pages being mapped in (see :meth:`_prefault`)
+        self._prefaulting: dict[Path, _Prefault] = {}
         self._timer: threading.Timer | None = None
 
     def write(self, folder: Path, frames: list[tuple[int, Any]]) -> tuple[Path, list[list[Any]]]:
@@ -77,26 +79,23 @@ class Spares:
         return path, refs
 
     def _prefault(self, path: Path, mapping: mmap) -> None:
-        """Map the new segment's pages into the writable mapping, on a thread of its own.
+        """Map the new segment's pages into its writable mapping, ahead of its next use.
 
         Written with ``write(2)``, its pages exist but the mapping has none of
         them yet: the next message written through it would take a page fault
-        per 4 KiB (slower than the copy itself).  One ``madvise`` maps them all
-        at once, while the engines read the segment.
+        per 4 KiB (slower than the copy itself), where ``madvise`` maps them
+        in a few calls, while the engines read the segment.
         """
-        thread = threading.Thread(
-            target=_populate, args=(mapping,), name="parallel_kernel-prefault", daemon=True
-        )
+        prefault = _Prefault(mapping)
         with self._lock:
-            self._prefaulting[path] = thread
-        thread.start()
+            self._prefaulting[path] = prefault
 
     def _prefaulted(self, path: Path) -> None:
-        """Wait until the pages of ``path``'s mapping are in (before it is written or closed)."""
+        """Finish mapping ``path``'s pages in (before it is written or closed)."""
         with self._lock:
-            thread = self._prefaulting.pop(path, None)
-        if thread is not None:
-            thread.join()
+            prefault = self._prefaulting.pop(path, None)
+        if prefault is not None:
+            prefault.finish()
 
     def _take(self, size: int) -> tuple[Path, mmap] | None:
         """The smallest free spare of ``size`` to ``2 * size`` bytes that only this
@@ -148,9 +147,9 @@ class Spares:
 
     def _drop(self, path: Path) -> None:
         mapping, _ = self._free.pop(path)
-        thread = self._prefaulting.pop(path, None)
-        if thread is not None:
-            thread.join()
+        prefault = self._prefaulting.pop(path, None)
+        if prefault is not None:
+            prefault.stop()
         mapping.close()
         path.unlink(missing_ok=True)
 
@@ -189,18 +188,57 @@ def _write_new(
         os.close(fd)
 
 
-def _populate(mapping: mmap) -> None:
-    """Map every page of ``mapping`` writable now (a kernel without the advice: nothing)."""
-    with contextlib.suppress(ValueError, TypeError, BufferError):
-        pages = (ctypes.c_char * len(mapping)).from_buffer(mapping)
-        try:
-            _libc().madvise(
-                ctypes.c_void_p(ctypes.addressof(pages)),
-                ctypes.c_size_t(len(mapping)),
+class _Prefault:
+    """Maps every page of a writable mapping in, a chunk at a time: on a thread of
+    its own that runs when a CPU is idle (``SCHED_IDLE``: the transfers going on
+    come first), and what is left by whoever needs the mapping next
+    (:meth:`finish`).  A kernel without the advice: nothing happens."""
+
+    def __init__(self, mapping: mmap) -> None:
+        self._size = len(mapping)
+        self._pages: Any = (ctypes.c_char * self._size).from_buffer(mapping)
+        self._start = ctypes.addressof(self._pages)
+        self._next = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._in_background, name="parallel_kernel-prefault", daemon=True
+        )
+        self._thread.start()
+
+    def _in_background(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # this thread only
+        self._populate()
+
+    def finish(self) -> None:
+        """Map in what is left, here; release the mapping (it may be written or closed)."""
+        self._populate()
+        self._thread.join()
+        self._pages = None
+
+    def stop(self) -> None:
+        """Map in no more; release the mapping (it is about to be closed)."""
+        with self._lock:
+            self._next = self._size
+        self._thread.join()
+        self._pages = None
+
+    def _populate(self) -> None:
+        while True:
+            with self._lock:
+                offset = self._next
+                if offset >= self._size:
+                    return
+                self._next = offset + _POPULATE_CHUNK
+            failed = _libc().madvise(
+                ctypes.c_void_p(self._start + offset),
+                ctypes.c_size_t(min(_POPULATE_CHUNK, self._size - offset)),
                 ctypes.c_int(_MADV_POPULATE_WRITE),
             )
-        finally:
-            del pages
+            if failed:
+                with self._lock:
+                    self._next = self._size
+                return
 
 
 @functools.cache
