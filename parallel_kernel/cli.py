@@ -127,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds each kernel has to answer (5)"
     )
 
+    status = commands.add_parser(
+        "status",
+        help="print the state, running request, memory and CPU use of running kernels",
+        description="Ask each kernel (a connection file, or a bare name looked up in the "
+        "Jupyter runtime directory) on its control channel for its memory and CPU time and "
+        "for what it runs, twice half a second apart, and print a table. A busy kernel "
+        "answers too. Inside a program, print(pool.status()) shows a pool's engines.",
+    )
+    status.add_argument("connection_files", nargs="+", metavar="CONNECTION_FILE")
+    status.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds each kernel has to answer (5)"
+    )
+
     console = commands.add_parser(
         "console",
         help="a terminal console in a subshell of a running kernel (answers while it is busy)",
@@ -246,6 +259,10 @@ def _run_command(args: argparse.Namespace) -> int:
             from .pool.stacks import stacks_of_files
 
             print("\n".join(stacks_of_files(args.connection_files, args.timeout)), end="")
+        elif args.command == "status":
+            from .pool.engine_status import status_of_files
+
+            print(status_of_files(args.connection_files, args.timeout))
         elif args.command == "clean":
             from .pool import runtime_files
 

@@ -34,6 +34,8 @@ STACK_REQUEST = "stack_request"
 FETCH_REQUEST = "fetch_request"
 #: Control channel: drop the results kept under these keys (content ``{"keys": [...]}``).
 RELEASE_REQUEST = "release_request"
+#: Control channel: the engine's process figures (memory, CPU time), answered at once.
+STATS_REQUEST = "stats_request"
 
 #: Buffers of at least this many bytes travel as message frames of their own,
 #: sent without copying; smaller ones are pickled inline or packed into one frame.

@@ -2,7 +2,8 @@
 
 ``abort_request`` (by msg_id, or all), ``interrupt_request`` naming the
 request it is for, ``stack_request``, and ``fetch_request`` and
-``release_request`` for kept results; ``docs/protocol.md`` describes each.
+``release_request`` for kept results, ``stats_request``; ``docs/protocol.md``
+describes each.
 They are answered on the control thread, while the main thread may be busy.
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..protocol import FETCH_REQUEST, RELEASE_REQUEST, STACK_REQUEST
+from ..protocol import FETCH_REQUEST, RELEASE_REQUEST, STACK_REQUEST, STATS_REQUEST
 from . import compat
 from .aborts import answer_abort_request
 from .apply import safe_str
 from .kept import fetch_reply_content
 from .replies import error_content, reply_type
 from .stacks import stack_content
+from .stats import stats_content
 
 
 class ControlRequests:
@@ -115,3 +117,10 @@ class ControlRequests:
         else:
             content = {"status": "ok", "released": self.kept.release(keys), **self.kept.summary()}
         self.session.send(stream, reply_type(RELEASE_REQUEST), content, parent, ident=ident)
+
+    # ------------------------------------------------------------------ stats
+
+    async def stats_request(self, stream: Any, ident: list[bytes], parent: dict[str, Any]) -> None:
+        """The engine process's resident memory and CPU time (what a dashboard shows)."""
+        content = {**stats_content(), "engine_id": self.engine_id}
+        self.session.send(stream, reply_type(STATS_REQUEST), content, parent, ident=ident)

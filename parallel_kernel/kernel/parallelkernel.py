@@ -36,6 +36,7 @@ from ..protocol import (
     FETCH_REQUEST,
     RELEASE_REQUEST,
     STACK_REQUEST,
+    STATS_REQUEST,
     TASK_EVENTS,
 )
 from . import compat
@@ -119,6 +120,7 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
                 STACK_REQUEST: self.stack_request,
                 FETCH_REQUEST: self.fetch_request,
                 RELEASE_REQUEST: self.release_request,
+                STATS_REQUEST: self.stats_request,
             },
             unknown=functools.partial(self._unknown_request, "control"),
             send_error=self._send_error_reply,
@@ -151,6 +153,7 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
                 STACK_REQUEST,
                 FETCH_REQUEST,
                 RELEASE_REQUEST,
+                STATS_REQUEST,
             ],
         }
         return info

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .. import protocol, serialize
 from ..errors import PoolBroken
-from . import arguments, futures, lifecycle, mapping, output, prompts, runtime_files
+from . import arguments, futures, lifecycle, mapping, output, prompts, runtime_files, status
 from .all_engines import AllEngines
 from .control import TaskHandle
 from .core import STARTUP_TIMEOUT, PoolCore, PoolOptions
@@ -27,7 +27,8 @@ from .kept import KEEP_OVER
 from .launch import check_kernel_name, launch_transport
 from .scatter import gather_values, scatter_values
 from .scheduler import Job
-from .tasks import Task, kind_of
+from .status import PoolStatus
+from .tasks import Task, chunk_name, kind_of
 
 
 class _Option:
@@ -404,7 +405,12 @@ class Pool(Executor):
         args, _, inputs = arguments.take_inputs(args, {}, self._is_ours)
         content, buffers = serialize.pack_apply(fn, args, function_frames=frames)
         return self._submit_message(
-            protocol.APPLY_REQUEST, content, buffers, Job(inputs=inputs), retries=retries
+            protocol.APPLY_REQUEST,
+            content,
+            buffers,
+            Job(inputs=inputs),
+            retries=retries,
+            name=chunk_name(fn),
         )
 
     def _is_ours(self, future: Any) -> bool:
@@ -491,6 +497,51 @@ class Pool(Executor):
         an engine that cannot answer says why.  ``print(*pool.stacks())``.
         """
         return self._core.stacks.of_engines()
+
+    def restart_engine(self, engine: int) -> None:
+        """Restart one engine the pool started (a fresh process, an empty namespace).
+
+        Its running task fails with :class:`~parallel_kernel.EngineDied` (or is
+        retried, as its ``retries`` say); its queued tasks run elsewhere.
+        ``ValueError`` for an engine attached with :meth:`connect` or one that
+        is not serving.
+        """
+        core = self._core
+        core.bridge.run(core.engines.restart(engine), timeout=core.options.startup_timeout + 10)
+
+    def status(self) -> PoolStatus:
+        """The pool at a glance: every engine's state, task counts, running task, memory
+        and CPU use (``print(pool.status())`` for a table); see ``docs/notebooks.md``."""
+        core = self._core
+        return core.bridge.run(status.measured(core), timeout=status.STATS_WAIT * 3 + 5)
+
+    def dashboard(self) -> Any:
+        """A live dashboard of this pool for notebooks (ipywidgets): one row per engine
+        with its state, running task, counts, memory and CPU, and buttons to interrupt
+        or restart it; the task stream of the last minute above.  ``pool`` as the last
+        line of a cell shows one too.  ``close()`` stops it; see ``docs/notebooks.md``."""
+        try:
+            import ipywidgets  # noqa: F401
+
+            from ..dashboard import Dashboard
+        except ImportError as exc:
+            raise ImportError(
+                f"pool.dashboard() needs ipywidgets ({exc}): "
+                "pip install 'parallel_kernel[notebook]'"
+            ) from exc
+        return Dashboard(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a notebook, a live dashboard; elsewhere, the pool's status as text."""
+        core = self._core
+        if core.closed:
+            return {"text/plain": repr(self)}
+        if output.in_kernel():
+            try:
+                return self.dashboard()._repr_mimebundle_(include=include, exclude=exclude)
+            except ImportError:
+                pass
+        return {"text/plain": f"{self!r}\n{self.status()}"}
 
     def activate(self) -> Pool:
         """Make this pool the one the parallel magics run on (``%px`` ...); return it.

@@ -22,6 +22,7 @@ from typing import Any
 from .. import shared_memory
 from ..errors import EngineDied
 from . import output
+from .activity import Activity
 from .control import Control
 from .dispatch import Dispatcher
 from .engine_state import EngineRecord
@@ -34,6 +35,7 @@ from .recompute import Recomputer
 from .requests import Requests
 from .scheduler import Scheduler
 from .stacks import Stacks
+from .status import Stats
 
 #: Seconds to wait for an engine to start and answer kernel_info.
 STARTUP_TIMEOUT = 60.0
@@ -86,6 +88,8 @@ class PoolCore:
         self.dispatch = Dispatcher(self)
         self.control = Control(self)
         self.stacks = Stacks(self)
+        self.activity = Activity()
+        self.stats = Stats(self)
         self.prompts = Prompts(self._settle)
         self.kept = KeptResults(self)
         self.recompute = Recomputer(self)

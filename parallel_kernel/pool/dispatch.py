@@ -270,7 +270,8 @@ class Dispatcher:
             if attempt is None:
                 continue
             if position == 0:
-                attempt.task.start(attempt)
+                if attempt.task.start(attempt):
+                    self.core.activity.started(engine.id, attempt.task)
             else:
                 attempt.started = True
 
@@ -286,7 +287,8 @@ class Dispatcher:
             state = content.get("execution_state")
             if state == "busy" and attempt.reply is None and attempt.abort in (None, "rerun"):
                 # (a request being aborted is answered after a busy status too)
-                attempt.task.start(attempt)
+                if attempt.task.start(attempt):
+                    self.core.activity.started(engine.id, attempt.task)
                 self.core.control.started(attempt)
             elif state == "idle":
                 attempt.output_done = True
@@ -444,9 +446,13 @@ class Dispatcher:
         cancelled: bool = False,
     ) -> None:
         """Give the task's future its outcome (once), then let go of the task's data."""
-        if task.attempt is not None:
-            self.attempts.pop(task.attempt.msg_id, None)
+        attempt = task.attempt
+        if attempt is not None:
+            self.attempts.pop(attempt.msg_id, None)
         if task.finish():
+            if attempt is not None and attempt.started:
+                ok = error is None and not cancelled
+                self.core.activity.ended(attempt.engine_id, task, ok)
             if cancelled:
                 futures.cancelled_by_pool(task.future)
             else:

@@ -241,12 +241,14 @@ class EngineSet:
         *,
         by_itself: bool = False,
         cause: death.Cause | None = None,
+        restart: bool | None = None,
     ) -> None:
         """An engine died: hand back its attempts, then restart it if the pool owns it.
 
         ``by_itself``: its process ended on its own (exited, or a fault), so what
         it was running may have started even without a report.  ``cause``:
-        what its process left behind (see :mod:`.death`).
+        what its process left behind (see :mod:`.death`).  ``restart``: whether
+        to start it again, if not as the pool's ``restart`` option says.
         """
         if not engine.serving:
             return
@@ -254,7 +256,8 @@ class EngineSet:
         details = cause.details() if cause is not None else ""
         log.warning("Engine %d died (%s)%s", engine.id, why, f"\n{details}" if details else "")
         lost = engine.lose(by_itself=by_itself)
-        restarting = engine.owned and core.options.restart and not core.closed
+        wanted = core.options.restart if restart is None else restart
+        restarting = engine.owned and wanted and not core.closed
         if restarting:
             engine.restart()  # before its tasks go back: they may wait for it
         else:
@@ -272,6 +275,27 @@ class EngineSet:
             engine.retire()
         core.dispatch.fail_if_no_engines()
         core.dispatch.schedule()
+
+    async def restart(self, engine_id: int) -> None:
+        """Restart an engine the pool started, on request: what runs or waits there goes
+        as when an engine dies (elsewhere if it had not started, else failed or retried)."""
+        engine = self.core.records.get(engine_id)
+        if engine is None:
+            known = ", ".join(str(i) for i in sorted(self.core.records))
+            raise ValueError(f"no engine {engine_id} in this pool (engines: {known})")
+        if not engine.owned:
+            raise ValueError(
+                f"engine {engine_id} was attached with Pool.connect: the pool cannot restart "
+                "a kernel it did not start (restart it where it runs)"
+            )
+        if not engine.serving:
+            raise ValueError(
+                f"engine {engine_id} is {engine.state}: only a serving engine restarts"
+            )
+        self.core.stats.forget(engine_id)
+        await self.lose(engine, "restarted on request", restart=True)
+        if engine.state is not EngineState.IDLE:
+            raise RuntimeError(f"engine {engine_id} could not be restarted: it is {engine.state}")
 
     async def _restart(self, engine: EngineRecord) -> None:
         """Start a RESTARTING owned engine's process again; it is DEAD if that fails."""

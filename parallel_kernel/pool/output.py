@@ -40,6 +40,11 @@ def _kernel_shell() -> Any:
     return shell if getattr(shell, "kernel", None) is not None else None
 
 
+def in_kernel() -> bool:
+    """Whether this process is an IPython kernel (a notebook's, a console's)."""
+    return _kernel_shell() is not None
+
+
 def origin() -> dict[str, Any] | None:
     """The header that output of the calling code is parented to (its cell), if in a kernel."""
     shell = _kernel_shell()

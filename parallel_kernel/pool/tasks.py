@@ -118,6 +118,7 @@ class Task:
         "job",
         "kind",
         "msg_type",
+        "name",
         "origin",
         "request",
         "retries",
@@ -139,6 +140,7 @@ class Task:
         timeout: float | None = None,
         kind: str | None = None,
         sink: Callable[[int, str, dict[str, Any]], None] | None = None,
+        name: str | None = None,
     ) -> None:
         self.future = future
         self.msg_type = msg_type
@@ -156,6 +158,8 @@ class Task:
         #: Called with ``(engine_id, msg_type, content)`` for each output as it arrives
         #: (the parallel magics), from the pool's loop thread.
         self.sink = sink
+        #: What it is called where people look (the dashboard), if not its function's name.
+        self.name = name
         self.state = TaskState.PENDING
         #: ``(content, buffers)`` of the current attempt's request (inputs added).
         self.request: tuple[dict[str, Any], list[Any]] = (content, buffers)
@@ -272,6 +276,13 @@ def decide(task: Task, setback: Setback, engine_id: int | None) -> Decision:
     if task.retries > 0:
         return Decision(retry=True, consumes=True, avoid=engine_id)
     return Decision(retry=False)
+
+
+def chunk_name(fn: Any) -> str | None:
+    """The name under which a chunk of ``map`` items shows: its function's, and "(map)"."""
+    inner = fn.args[0] if isinstance(fn, functools.partial) and fn.args else fn
+    name = getattr(inner, "__qualname__", None)
+    return f"{name} (map)" if isinstance(name, str) else None
 
 
 def kind_of(fn: Any) -> str | None:
