@@ -5,7 +5,9 @@ installed; Debian's Chromium, headless and driven through Playwright, opens the
 Launcher, starts a notebook on the kernel from its card, runs cells that use a
 ``Pool``, interrupts and restarts the kernel from the notebook's toolbar, and
 runs the pool example notebook, whose progress bars and engine figures it
-checks as rendered, and opens a subshell console on a busy notebook.
+checks as rendered, opens a subshell console on a busy notebook, watches
+``%%px`` output stream into a running cell and stops it, and uses the pool's
+dashboard.
 Screenshots of every step go to ``test-artifacts/jupyterlab/``, together with
 the server's log.
 """
@@ -636,3 +638,104 @@ def test_a_subshell_console_opened_on_a_busy_notebook_answers_at_once(
         # the cell ends here, not after LONG_CELL s (a KeyboardInterrupt, or its result)
         notebook.toolbar_button("interrupt").click(timeout=CELL_RESULT)
         expect(cell.locator(".jp-InputArea-prompt")).to_have_text(RAN, timeout=KERNEL_START)
+
+
+# ---------------------------------------------------------------- magics and the dashboard
+
+TICKS = 4  # lines each engine prints in the streaming cell, TICK_GAP seconds apart
+TICK_GAP = 1.5
+
+
+def magics_notebook(lab_page: LabPage) -> Notebook:
+    """A notebook with the magics loaded and a pool of 2 engines active (execution 1)."""
+    notebook = Notebook.open_from_launcher(lab_page)
+    cell = notebook.run(
+        "%load_ext parallel_kernel\nfrom parallel_kernel import Pool\npool = Pool(2).activate()"
+    )
+    expect(notebook.outputs(cell, 1, POOL_RESULT)).to_have_count(0, timeout=CELL_RESULT)
+    return notebook
+
+
+@pytest.mark.timeout(300)
+def test_px_output_appears_in_the_cell_while_it_runs(lab_page: LabPage) -> None:
+    notebook = magics_notebook(lab_page)
+    cell = notebook.run(
+        f"%%px\nimport time\nfor i in range({TICKS}): print('tick', i, flush=True); "
+        f"time.sleep({TICK_GAP})"
+    )
+    stdout = cell.locator(".jp-OutputArea-output[data-mime-type*='stdout']")
+    expect(stdout.first).to_contain_text("[stdout:0] tick 0", timeout=BUSY)
+    expect(stdout.first).to_contain_text("[stdout:1] tick 0", timeout=BUSY)
+    # the first lines are in while the cell still runs (its prompt is [*])
+    prompt = cell.locator(".jp-InputArea-prompt")
+    assert prompt.inner_text(timeout=CELL_RESULT) == "[*]:"
+    assert f"tick {TICKS - 1}" not in stdout.first.inner_text(timeout=CELL_RESULT)
+    lab_page.shot("px-streaming")
+    notebook.outputs(cell, 2, POOL_RESULT)
+    for engine in (0, 1):
+        expect(stdout.first).to_contain_text(
+            f"[stdout:{engine}] tick {TICKS - 1}", timeout=CELL_RESULT
+        )
+    expect(cell.locator(".jp-OutputArea-output").first).to_contain_text(
+        "%px: 2 of 2 engines finished", timeout=CELL_RESULT
+    )
+    lab_page.shot("px-finished")
+
+
+@pytest.mark.timeout(300)
+def test_the_stop_button_interrupts_a_px_cell(lab_page: LabPage) -> None:
+    notebook = magics_notebook(lab_page)
+    cell = notebook.run("%px import time; time.sleep(120)")
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text("[*]:", timeout=BUSY)
+    expect(notebook.indicator).to_have_attribute("data-status", "busy", timeout=BUSY)
+    lab_page.shot("px-busy")
+    clicked = time.monotonic()
+    notebook.toolbar_button("interrupt").click(timeout=CELL_RESULT)
+    outputs = notebook.outputs(cell, 2, INTERRUPTED)
+    expect(outputs.last).to_contain_text("KeyboardInterrupt", timeout=INTERRUPTED)
+    notebook.wait_idle(INTERRUPTED)
+    assert time.monotonic() - clicked < INTERRUPTED / 1000
+    lab_page.shot("px-interrupted")
+    # the engines were interrupted too, and serve the next cell at once
+    cell = notebook.run("%px print('alive')")
+    expect(notebook.outputs(cell, 3, CELL_RESULT).last).to_contain_text(
+        "[stdout:1] alive", timeout=CELL_RESULT
+    )
+
+
+@pytest.mark.timeout(300)
+def test_the_dashboard_renders_counts_tasks_and_interrupts_an_engine(lab_page: LabPage) -> None:
+    notebook = magics_notebook(lab_page)
+    cell = notebook.run("pool")
+    dashboard = cell.locator(".jp-OutputArea-output .widget-vbox").first
+    totals = dashboard.locator(".pk-totals")
+    expect(totals).to_contain_text("2 engines (2 idle)", timeout=CELL_RESULT)
+    expect(dashboard.locator("button", has_text="interrupt")).to_have_count(2)
+    lab_page.shot("dashboard")
+
+    # a map running in the background: the counts move while it runs
+    notebook.run("import time\nsquares = pool.map(time.sleep, [0.4] * 20, chunksize=1)")
+    expect(totals).to_contain_text(re.compile(r"[1-9]\d* done"), timeout=BUSY)
+    first = totals.inner_text()
+    expect(totals).to_contain_text("20 done", timeout=POOL_RESULT)
+    assert first != totals.inner_text()
+    expect(dashboard.locator(".pk-stream rect").first).to_be_attached(timeout=CELL_RESULT)
+    lab_page.shot("dashboard-after-map")
+
+    # a cell that waits for a long task; the dashboard's button interrupts its engine
+    waiting = notebook.run("pool.submit(time.sleep, 120, engine=1).result()")
+    rows = dashboard.locator(".widget-hbox")
+    busy_row = rows.filter(has_text="busy")
+    expect(busy_row).to_have_count(1, timeout=BUSY)
+    expect(busy_row).to_contain_text("engine 1")
+    lab_page.shot("dashboard-busy")
+    busy_row.locator("button", has_text="interrupt").click(timeout=CELL_RESULT)
+    # the waiting cell ends with the engine's traceback (the task was interrupted there:
+    # the click was served while the cell waited), and the dashboard says so
+    outputs = notebook.outputs(waiting, 4, INTERRUPTED)
+    expect(outputs.last).to_contain_text("KeyboardInterrupt", timeout=INTERRUPTED)
+    expect(dashboard).to_contain_text("engine 1: interrupted", timeout=CELL_RESULT)
+    expect(rows.filter(has_text="engine 1")).to_contain_text("failed 1", timeout=CELL_RESULT)
+    lab_page.shot("dashboard-interrupted")
+    cell = notebook.run("pool.submit(pow, 2, 5, engine=1).result()")
+    expect(notebook.outputs(cell, 5, CELL_RESULT)).to_have_text("32", timeout=CELL_RESULT)
