@@ -306,3 +306,31 @@ def test_options_are_parsed_and_the_code_is_left_as_written() -> None:
         settings.parse("--group-outputs colour x", settings.Settings(), "%px")
     with pytest.raises(settings.OptionError, match="--timeout is a number"):
         settings.parse("--timeout -1 x", settings.Settings(), "%px")
+
+
+def test_pool_magic_starts_attaches_and_stops_the_magics_pool() -> None:
+    nb = nbformat.v4.new_notebook()
+    sources = [
+        "%load_ext parallel_kernel\nfrom parallel_kernel import Pool\nowner = Pool(1)",
+        "%pool connect {owner.engines[0].connection_file}",
+        "%px print('attached', get_ipython().kernel.engine_id)",
+        "%pool stop",
+        "print(owner.submit(pow, 2, 3).result())",
+        "%pool start 2",
+        "%px print('started')",
+        "%pool stop",
+        "%px print(1)",
+        "owner.shutdown()",
+    ]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nb.cells[8].metadata["tags"] = ["raises-exception"]
+    NotebookClient(nb, timeout=120, kernel_name="parallel").execute()
+
+    def text(i: int) -> str:
+        return "".join(o.get("text", "") for o in nb.cells[i].outputs)
+
+    assert text(2) == "[stdout:0] attached 0\n"
+    assert "stopped <Pool" in text(3)
+    assert text(4) == "8\n"  # the attached engine was left running
+    assert sorted(text(6).splitlines()) == ["[stdout:0] started", "[stdout:1] started"]
+    assert "no pool is active for the parallel magics" in text(8)
