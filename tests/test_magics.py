@@ -8,6 +8,8 @@ which the outputs arrived (to check that output streams while a cell runs).
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -334,3 +336,27 @@ def test_pool_magic_starts_attaches_and_stops_the_magics_pool() -> None:
     assert text(4) == "8\n"  # the attached engine was left running
     assert sorted(text(6).splitlines()) == ["[stdout:0] started", "[stdout:1] started"]
     assert "no pool is active for the parallel magics" in text(8)
+
+
+def test_the_magics_in_a_terminal_ipython_print_labelled_lines(tmp_path) -> None:
+    code = (
+        "%load_ext parallel_kernel\n"
+        "from parallel_kernel import Pool\n"
+        "pool = Pool(2).activate()\n"
+        "%px import os; print('pid', os.getpid() > 0)\n"
+        "%px 6 * 7\n"
+        "pool.shutdown()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "IPython", "--quick", "--no-banner", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert sorted(lines[:2]) == ["[stdout:0] pid True", "[stdout:1] pid True"]
+    assert sorted(lines[2:4]) == ["Out[0:2]: 42", "Out[1:2]: 42"]
+    assert "%px:" not in out.stdout  # no progress line outside a kernel
