@@ -20,7 +20,7 @@ class CellOutput:
     """Writes to the cell that is running now (taken when this is made)."""
 
     def __init__(self) -> None:
-        self.shell = output._kernel_shell()
+        self.shell = output.kernel_shell()
         self.parent = output.origin()
         self._progress_id: str | None = None
 

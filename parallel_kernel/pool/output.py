@@ -30,7 +30,7 @@ RICH_TYPES = frozenset({"display_data", "update_display_data", "execute_result"}
 SINK_TYPES = RICH_TYPES | {"stream", "error", "clear_output"}
 
 
-def _kernel_shell() -> Any:
+def kernel_shell() -> Any:
     """The IPython shell of the kernel this process is, or ``None`` outside a kernel."""
     if "ipykernel" not in sys.modules:
         return None
@@ -42,12 +42,12 @@ def _kernel_shell() -> Any:
 
 def in_kernel() -> bool:
     """Whether this process is an IPython kernel (a notebook's, a console's)."""
-    return _kernel_shell() is not None
+    return kernel_shell() is not None
 
 
 def origin() -> dict[str, Any] | None:
     """The header that output of the calling code is parented to (its cell), if in a kernel."""
-    shell = _kernel_shell()
+    shell = kernel_shell()
     if shell is None:
         return None
     header = shell.display_pub.parent_header
@@ -85,7 +85,7 @@ class OutputForwarder:
         data = shareable(content.get("data") or {})
         if not data:
             return
-        shell = _kernel_shell()
+        shell = kernel_shell()
         if shell is None:
             text = data.get("text/plain")
             if text:

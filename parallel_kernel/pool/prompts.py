@@ -28,7 +28,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from .output import _kernel_shell
+from .output import kernel_shell
 
 #: The reply value that means end of input (as ipykernel reads it).
 END_OF_INPUT = "\x04"
@@ -38,7 +38,7 @@ SETTLE_TIMEOUT = 1.0
 
 def can_answer() -> bool:
     """Whether a task submitted from here now can have its ``input()`` answered here."""
-    shell = _kernel_shell()
+    shell = kernel_shell()
     if shell is not None:
         return bool(getattr(shell.kernel, "_allow_stdin", False))
     return sys.stdin is not None and not sys.stdin.closed
@@ -46,7 +46,7 @@ def can_answer() -> bool:
 
 def read_answer(prompt: str, password: bool) -> dict[str, Any]:
     """Ask ``prompt`` here; the ``input_reply`` content to send back."""
-    if _kernel_shell() is not None and isinstance(builtins.input, types.BuiltinFunctionType):
+    if kernel_shell() is not None and isinstance(builtins.input, types.BuiltinFunctionType):
         # the kernel forwards input() to its frontend only while a cell runs
         return {
             "value": "",
