@@ -39,6 +39,14 @@ def _location_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _kernel_files(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a command that asks running kernels: their files, and a timeout."""
+    parser.add_argument("connection_files", nargs="+", metavar="CONNECTION_FILE")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds each kernel has to answer (5)"
+    )
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -122,10 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "innermost last; it is read without stopping or slowing the task. An idle kernel "
         "says so.",
     )
-    stacks.add_argument("connection_files", nargs="+", metavar="CONNECTION_FILE")
-    stacks.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds each kernel has to answer (5)"
-    )
+    _kernel_files(stacks)
 
     status = commands.add_parser(
         "status",
@@ -135,10 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for what it runs, twice half a second apart, and print a table. A busy kernel "
         "answers too. Inside a program, print(pool.status()) shows a pool's engines.",
     )
-    status.add_argument("connection_files", nargs="+", metavar="CONNECTION_FILE")
-    status.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds each kernel has to answer (5)"
-    )
+    _kernel_files(status)
 
     console = commands.add_parser(
         "console",

@@ -9,7 +9,6 @@ streams, bundles by their ``text/plain``, and there is no progress line.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from typing import Any
 
@@ -31,15 +30,7 @@ class CellOutput:
 
     def stream(self, name: str, text: str) -> None:
         """Write ``text`` to the cell's ``stdout`` or ``stderr``."""
-        stream = sys.stderr if name == "stderr" else sys.stdout
-        setter = getattr(stream, "set_thread_parent", None) if self.parent else None
-        token = setter(self.parent) if setter is not None else None
-        try:
-            stream.write(text)
-            stream.flush()
-        finally:
-            if token is not None:
-                stream.reset_thread_parent(token)
+        output.write(name, text, self.parent)
 
     def bundle(
         self, data: dict[str, Any], metadata: dict[str, Any] | None = None, **options: Any
@@ -50,13 +41,7 @@ class CellOutput:
             if text:
                 self.stream("stdout", f"{text}\n")
             return
-        publisher = self.shell.display_pub
-        token = publisher.set_thread_parent(self.parent) if self.parent else None
-        try:
-            publisher.publish(data, metadata or {}, **options)
-        finally:
-            if token is not None:
-                publisher.reset_thread_parent(token)
+        output.publish(data, metadata or {}, self.parent, **options)
 
     def progress(self, text: str) -> None:
         """Show ``text`` as the cell's progress line (one line, updated in place)."""

@@ -59,6 +59,34 @@ def shareable(data: dict[str, Any]) -> dict[str, Any]:
     return {mime: value for mime, value in data.items() if mime != WIDGET_VIEW}
 
 
+def write(name: str, text: str, parent: dict[str, Any] | None) -> None:
+    """Write ``text`` to this process's ``stdout`` or ``stderr``; in a kernel, as output of
+    the cell whose header ``parent`` is (from any thread)."""
+    stream = sys.stderr if name == "stderr" else sys.stdout
+    setter = getattr(stream, "set_thread_parent", None) if parent else None
+    token = setter(parent) if setter is not None else None
+    try:
+        stream.write(text)
+        stream.flush()
+    finally:
+        if token is not None:
+            stream.reset_thread_parent(token)
+
+
+def publish(
+    data: dict[str, Any], metadata: dict[str, Any], parent: dict[str, Any] | None, **options: Any
+) -> None:
+    """Display a MIME bundle from this kernel, as output of the cell whose header ``parent``
+    is (from any thread); ``options`` as for the display publisher (``transient``, ``update``)."""
+    publisher = kernel_shell().display_pub
+    token = publisher.set_thread_parent(parent) if parent else None
+    try:
+        publisher.publish(data, metadata, **options)
+    finally:
+        if token is not None:
+            publisher.reset_thread_parent(token)
+
+
 class OutputForwarder:
     """Shows engine output in this process, parented to the cell each task came from."""
 
@@ -67,16 +95,7 @@ class OutputForwarder:
 
     def stream(self, engine_id: int, name: str, text: str, parent: dict[str, Any] | None) -> None:
         """Show ``text`` that engine ``engine_id`` wrote to its stream ``name``."""
-        stream = sys.stderr if name == "stderr" else sys.stdout
-        prefixed = self._prefix(engine_id, name, text)
-        setter = getattr(stream, "set_thread_parent", None) if parent else None
-        token = setter(parent) if setter is not None else None
-        try:
-            stream.write(prefixed)
-            stream.flush()
-        finally:
-            if token is not None:
-                stream.reset_thread_parent(token)
+        write(name, self._prefix(engine_id, name, text), parent)
 
     def rich(
         self, engine_id: int, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None
@@ -85,24 +104,18 @@ class OutputForwarder:
         data = shareable(content.get("data") or {})
         if not data:
             return
-        shell = kernel_shell()
-        if shell is None:
+        if kernel_shell() is None:
             text = data.get("text/plain")
             if text:
                 self.stream(engine_id, "stdout", f"{text}\n", None)
             return
-        publisher = shell.display_pub
-        token = publisher.set_thread_parent(parent) if parent else None
-        try:
-            publisher.publish(
-                data,
-                content.get("metadata") or {},
-                transient=content.get("transient"),
-                update=msg_type == "update_display_data",
-            )
-        finally:
-            if token is not None:
-                publisher.reset_thread_parent(token)
+        publish(
+            data,
+            content.get("metadata") or {},
+            parent,
+            transient=content.get("transient"),
+            update=msg_type == "update_display_data",
+        )
 
     def _prefix(self, engine_id: int, name: str, text: str) -> str:
         """``text`` with every line that starts in it prefixed by its engine id."""
