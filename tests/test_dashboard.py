@@ -137,6 +137,22 @@ def test_the_dashboards_interrupt_button_interrupts_a_busy_engine(pool: Pool) ->
         dashboard.close()
 
 
+def test_the_dashboards_restart_button_restarts_its_engine() -> None:
+    with Pool(2) as pool:
+        dashboard = pool.dashboard()
+        try:
+            task = pool.submit(nap, 60, engine=0)
+            running(task)
+            _, _, restart = dashboard._rows[0]
+            restart.click()
+            with pytest.raises(EngineDied, match="restarted on request"):
+                task.result(TIMEOUT)
+            assert dashboard.message.value == "engine 0: restarted"
+            assert pool.submit(nap, 0, engine=0).result(TIMEOUT) == 0
+        finally:
+            dashboard.close()
+
+
 def test_restart_engine_gives_a_fresh_engine_and_its_running_task_fails() -> None:
     with Pool(2) as pool:
         pool.push({"x": 1})

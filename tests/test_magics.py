@@ -61,6 +61,10 @@ CELLS: dict[str, str] = {
         "%%px --targets 0\nfrom IPython.display import HTML, display\ndisplay(HTML('<b>bold</b>'))"
     ),
     "timeit": "%%px --targets 0\n%timeit -n 1 -r 1 sum(range(10))",
+    "figure": (
+        "%%px --targets 1\n%matplotlib inline\nimport matplotlib.pyplot as plt\n"
+        "plt.plot([1, 3, 2]); plt.show()"
+    ),
     "autopx_on": "%autopx",
     "auto_cell": "on_engines = 5",
     "autopx_off": "%autopx",
@@ -237,6 +241,12 @@ def test_rich_output_is_shown_as_itself(ran: Ran) -> None:
     [html] = [o for o in ran.outputs("rich") if "text/html" in o.get("data", {})]
     assert html.data["text/html"] == "<b>bold</b>"
     assert "[output:0]" in ran.text("rich", "stdout")
+
+
+def test_a_figure_drawn_on_an_engine_is_shown_as_an_image(ran: Ran) -> None:
+    [image] = [o for o in ran.outputs("figure") if "image/png" in o.get("data", {})]
+    assert len(image.data["image/png"]) > 1000
+    assert "[output:1]" in ran.text("figure", "stdout")
 
 
 def test_engine_magics_run_on_the_engine(ran: Ran) -> None:
