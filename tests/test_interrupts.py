@@ -149,3 +149,24 @@ def test_a_malformed_interrupt_target_gets_a_clear_error(kernel: Driver) -> None
     reply = kernel.control("interrupt_request", {"msg_id": 7})
     assert reply["content"]["status"] == "error"
     assert "msg_id" in reply["content"]["evalue"]
+
+
+def _sleeps_in_user_code() -> None:
+    import time
+
+    time.sleep(60)
+
+
+def test_an_interrupted_tasks_traceback_ends_in_the_users_code() -> None:
+    with Pool(1) as pool:
+        task = pool.submit(_sleeps_in_user_code)
+        deadline = time.monotonic() + TIMEOUT
+        while not task.running():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        task.interrupt()
+        with pytest.raises(TaskInterrupted) as caught:
+            task.result(TIMEOUT)
+    text = caught.value.render_traceback()
+    assert "time.sleep(60)" in text
+    assert "InterruptGate" not in text  # the kernel's SIGINT handler is not the user's code

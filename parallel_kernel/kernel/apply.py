@@ -40,7 +40,7 @@ from .compat import set_signal_handler
 from .interrupts import InterruptGate, Phase
 from .kept import packed_size
 from .replies import pack_exception, send_tracked
-from .task_input import TaskInput, without_own_frames
+from .task_input import TaskInput
 
 #: The context a call runs in when its function carried no names.
 _NOTHING_CARRIED = nullcontext()
@@ -244,7 +244,7 @@ class ApplyRunner:
                         gate.disarm()
             except BaseException as exc:
                 # the user's frames only, for its traceback and a post-mortem debugger
-                exc.__traceback__ = without_own_frames(exc.__traceback__.tb_next)
+                exc.__traceback__ = _without_own_tail(exc.__traceback__.tb_next)
                 return None, (type(exc), exc, exc.__traceback__), None
         if inspect.isawaitable(result):
             return None, None, _awaited_with_names(result, namespace, carried)
@@ -492,6 +492,29 @@ async def _awaited_with_names(awaitable: Any, namespace: dict[str, Any], carried
     """Await a task's coroutine with its carried names bound, as during its call."""
     with carried_names(namespace, carried):
         return await awaitable
+
+
+#: Modules whose frames below the user's code are the kernel's, not the user's: a task's
+#: ``input()`` (one call, as Python's own builtin is) and the SIGINT handler that raised
+#: ``KeyboardInterrupt`` where the task was.
+_OWN_BELOW_USER = frozenset(
+    {"parallel_kernel.kernel.task_input", "parallel_kernel.kernel.interrupts"}
+)
+
+
+def _without_own_tail(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` ending at the user's last frame: the kernel's frames below it cut off, so a
+    traceback and a post-mortem debugger end where the user's code was."""
+    last_user = None
+    entry = tb
+    while entry is not None:
+        if entry.tb_frame.f_globals.get("__name__") not in _OWN_BELOW_USER:
+            last_user = entry
+        elif last_user is not None:
+            last_user.tb_next = None
+            break
+        entry = entry.tb_next
+    return tb
 
 
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:

@@ -27,7 +27,6 @@ import getpass
 import sys
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import zmq
@@ -148,24 +147,6 @@ class _AskCaller:
                 continue
             if reply.get("parent_header", {}).get("msg_id") in (None, msg_id):
                 return reply
-
-
-def without_own_frames(tb: TracebackType | None) -> TracebackType | None:
-    """``tb`` ending at the task's ``input()`` call, without this module's frames below it.
-
-    For the user, ``input()`` is one call, as Python's own (a builtin) is: a
-    traceback and a post-mortem debugger end in the frame that called it.
-    """
-    last_user = None
-    entry = tb
-    while entry is not None:
-        if entry.tb_frame.f_globals.get("__name__") != __name__:
-            last_user = entry
-        elif last_user is not None:
-            last_user.tb_next = None
-            break
-        entry = entry.tb_next
-    return tb
 
 
 def refuse_input(prompt: object = "", *args: Any, **kwargs: Any) -> str:
