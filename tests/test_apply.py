@@ -330,8 +330,13 @@ def test_apply_error_does_not_abort_queued_requests(kernel: Driver) -> None:
 
 
 def test_execute_keeps_stop_on_error(kernel: Driver) -> None:
-    """An execute error aborts the executes queued behind it, not the applies."""
-    failing = kernel.client.execute("raise RuntimeError('cell fails')")
+    """An execute error aborts the executes queued behind it, not the applies.
+
+    The failing cell waits a moment first, so that the requests sent after it
+    are queued in the kernel when it fails (ipykernel aborts what is queued
+    then; a request still on its way on a loaded machine is not "behind" it).
+    """
+    failing = kernel.client.execute("import time; time.sleep(1); raise RuntimeError('cell fails')")
     apply_id = kernel.send_apply(lambda: "apply ran")
     queued = kernel.client.execute("should_not_run = True")
     assert kernel.reply(failing)["content"]["status"] == "error"
