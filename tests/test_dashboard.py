@@ -8,13 +8,13 @@ them, and in kernels run by nbclient and driven through jupyter_client.
 from __future__ import annotations
 
 import json
-import os
+import sys
 import time
 from queue import Empty
 
 import nbformat
 import pytest
-from conftest import TIMEOUT, Driver, cli, wait_until
+from conftest import TIMEOUT, Driver, cli, run, wait_until
 from nbclient import NotebookClient
 
 from parallel_kernel import EngineDied, Pool, TaskInterrupted
@@ -295,12 +295,7 @@ def test_status_works_without_a_kernel_or_ipywidgets_in_a_script(tmp_path) -> No
         "    except ImportError as e:\n"
         "        print('dashboard:', e)\n"
     )
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=os.environ
-    )
+    out = run([sys.executable, str(script)], timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("1 engines (1 idle)")
     assert "pip install 'parallel_kernel[notebook]'" in out.stdout

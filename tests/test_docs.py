@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 #: The guides whose Python examples are scripts that run as they are.
@@ -34,14 +34,7 @@ def expected_output(source: str) -> list[str]:
 def test_guide_example(source: str, tmp_path: Path) -> None:
     script = tmp_path / "example.py"
     script.write_text(source)
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        check=False,
-    )
+    result = run([sys.executable, str(script)], timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for value in expected_output(source):

@@ -8,13 +8,13 @@ which the outputs arrived (to check that output streams while a cell runs).
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import time
 from typing import Any
 
 import nbformat
 import pytest
+from conftest import run
 from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 
@@ -357,13 +357,10 @@ def test_the_magics_in_a_terminal_ipython_print_labelled_lines(tmp_path) -> None
         "%px 6 * 7\n"
         "pool.shutdown()\n"
     )
-    out = subprocess.run(
+    out = run(
         [sys.executable, "-m", "IPython", "--quick", "--no-banner", "-c", code],
-        capture_output=True,
-        text=True,
         timeout=120,
         cwd=tmp_path,
-        check=False,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()

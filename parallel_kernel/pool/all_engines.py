@@ -112,7 +112,7 @@ class AllEngines:
         self, msg_type: str, content: dict[str, Any], buffers: list[Any]
     ) -> dict[int, TaskFuture]:
         """Submit one request to each engine still taking part; futures by engine id, in order."""
-        records = sorted(self._core.records.values(), key=lambda e: e.id)
+        records = self._core.in_order()
         return {
             e.id: self._submit(msg_type, content, buffers, Job(target=e.id))
             for e in records

@@ -13,7 +13,6 @@ import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from .. import protocol, serialize
@@ -27,7 +26,7 @@ from .kept import KEEP_OVER
 from .launch import check_kernel_name, launch_transport
 from .scatter import gather_values, scatter_values
 from .scheduler import Job
-from .status import PoolStatus
+from .status import Engine, PoolStatus, engine_of
 from .tasks import Task, chunk_name, kind_of
 
 
@@ -45,22 +44,6 @@ class _Option:
 
 #: Seconds a kernel given to :meth:`Pool.connect` has to answer.
 CONNECT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Engine:
-    """What the pool knows about one engine (a snapshot).
-
-    ``connection_file`` lets a person attach to the engine and look at the
-    namespace its tasks left: ``jupyter console --existing <connection_file>``.
-    """
-
-    id: int
-    state: str
-    connection_file: str
-    owned: bool
-    uuid: str | None
-    outstanding: int
 
 
 class Pool(Executor):
@@ -252,17 +235,7 @@ class Pool(Executor):
     @property
     def engines(self) -> list[Engine]:
         """A snapshot of every engine: id, state, connection file, ownership."""
-        return [
-            Engine(
-                id=e.id,
-                state=str(e.state),
-                connection_file=e.connection_file,
-                owned=e.owned,
-                uuid=e.uuid,
-                outstanding=len(e.inflight),
-            )
-            for e in sorted(self._core.records.values(), key=lambda e: e.id)
-        ]
+        return [engine_of(e) for e in self._core.in_order()]
 
     def futures(self) -> list[TaskFuture]:
         """The futures of this pool's tasks that are not done yet."""

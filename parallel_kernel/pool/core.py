@@ -113,6 +113,10 @@ class PoolCore:
         """The engine records, by engine id."""
         return self.engines.records
 
+    def in_order(self) -> list[EngineRecord]:
+        """The engine records in engine id order (as every per-engine listing shows them)."""
+        return sorted(self.records.values(), key=lambda e: e.id)
+
     # -- what engine connections report
 
     def on_reply(self, engine: EngineRecord, channel: str, msg: dict[str, Any]) -> None:

@@ -113,7 +113,7 @@ class Stacks:
 
     def of_engines(self) -> list[str]:
         """One text per engine, in engine order: idle, its stack, or why there is none."""
-        records = sorted(self.core.records.values(), key=lambda e: e.id)
+        records = self.core.in_order()
 
         async def ask_all() -> list[Any]:
             return await asyncio.gather(

@@ -20,6 +20,7 @@ from .activity import Span
 
 if TYPE_CHECKING:
     from .core import PoolCore
+    from .engine_state import EngineRecord
 
 #: Seconds an engine has to send its figures.
 STATS_WAIT = 1.0
@@ -27,13 +28,38 @@ STATS_WAIT = 1.0
 FIRST_LOOK_GAP = 0.25
 
 
-@dataclasses.dataclass
-class EngineStatus:
-    """One engine in a :class:`PoolStatus`."""
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """What the pool knows about one engine (a snapshot).
+
+    ``connection_file`` lets a person attach to the engine and look at the
+    namespace its tasks left: ``jupyter console --existing <connection_file>``.
+    """
 
     id: int
     state: str
+    connection_file: str
     owned: bool
+    uuid: str | None
+    outstanding: int
+
+
+def engine_of(record: EngineRecord) -> Engine:
+    """The snapshot of one engine record (loop thread, or a user thread reading it once)."""
+    return Engine(
+        id=record.id,
+        state=str(record.state),
+        connection_file=record.connection_file,
+        owned=record.owned,
+        uuid=record.uuid,
+        outstanding=len(record.inflight),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineStatus(Engine):
+    """One engine in a :class:`PoolStatus`: its :class:`Engine` snapshot, and its activity."""
+
     done: int
     failed: int
     #: Tasks sent to it and not started yet.
@@ -167,14 +193,12 @@ def snapshot(core: PoolCore) -> PoolStatus:
     """The pool as it is now (loop thread; the stats as last sampled)."""
     now = time.time()
     engines = []
-    for record in sorted(core.records.values(), key=lambda e: e.id):
+    for record in core.in_order():
         activity = core.activity.engines[record.id]
         running = activity.running
         engines.append(
             EngineStatus(
-                id=record.id,
-                state=str(record.state),
-                owned=record.owned,
+                **dataclasses.asdict(engine_of(record)),
                 done=activity.done,
                 failed=activity.failed,
                 queued=max(0, len(record.inflight) - (1 if running else 0)),
