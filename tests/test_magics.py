@@ -45,6 +45,12 @@ CELLS: dict[str, str] = {
     "noblock": "run = %px --noblock time.sleep(1); print('later')",
     "noblock_ready": "print('ready at once:', run.ready())",
     "pxresult": "%pxresult",
+    "noblock_timeout": "late = %px --noblock --timeout 1 time.sleep(60)",
+    "noblock_timed_out": (
+        "import time\nfor _ in range(300):\n    if late.ready():\n        break\n"
+        "    time.sleep(0.1)\nprint('ended by the timeout:', late.ready())"
+    ),
+    "pxresult_timed_out": "%pxresult",
     "group_engine": (
         "%%px --group-outputs engine\n"
         "print('first'); time.sleep(0.3 * (1 + get_ipython().kernel.engine_id)); print('second')"
@@ -75,7 +81,7 @@ CELLS: dict[str, str] = {
     "bad_targets": "%px --targets 7 print(1)",
     "bad_option": "%px --colour red print(1)",
 }
-RAISES = {"errors", "timeout", "stop_on_error", "bad_targets", "bad_option"}
+RAISES = {"errors", "timeout", "pxresult_timed_out", "stop_on_error", "bad_targets", "bad_option"}
 
 
 class TimedClient(NotebookClient):
@@ -208,6 +214,14 @@ def test_noblock_returns_at_once_and_pxresult_shows_the_output(ran: Ran) -> None
         "[stdout:0] later",
         "[stdout:1] later",
     ]
+
+
+def test_a_noblock_run_is_interrupted_at_its_timeout_without_pxresult(ran: Ran) -> None:
+    assert ran.text("noblock_timeout") == ""
+    assert ran.text("noblock_timed_out", "stdout") == "ended by the timeout: True\n"
+    error = ran.error("pxresult_timed_out")
+    assert error.ename == "EngineTimeout"
+    assert "engines 0, 1 still ran after 1 s and were interrupted" in error.evalue
 
 
 def test_group_outputs_engine_keeps_each_engines_lines_together(ran: Ran) -> None:

@@ -203,6 +203,57 @@ def test_targeting_broadcast_push_pull_execute(pool: Pool) -> None:
         pool.execute("undefined_name_here")
 
 
+def test_submit_cell_runs_code_as_a_cell_on_one_engine(pool: Pool) -> None:
+    first = pool.submit_cell("answer = 6 * 7\nanswer", engine=1)
+    assert first.result(30) is None
+    assert first.engine_id == 1
+    [result] = [o for o in first.outputs if "execution_count" in o]
+    assert result["data"]["text/plain"] == "42"
+    # the engine's namespace, In/Out and IPython magics, as in a notebook
+    count = result["execution_count"]
+    second = pool.submit_cell(f"print(answer, Out[{count}], In[{count}])\n%time 1", engine=1)
+    second.result(30)
+    assert second.stdout.splitlines()[0] == "42 42 answer = 6 * 7"
+    assert "Wall time" in second.stdout
+    with pytest.raises(RemoteError, match="ZeroDivisionError"):
+        pool.submit_cell("1 / 0").result(30)
+
+
+def test_submit_cell_streams_output_to_on_output_as_it_arrives(pool: Pool) -> None:
+    seen: list[tuple[float, int, str, dict]] = []
+
+    def on_output(engine_id: int, msg_type: str, content: dict) -> None:
+        seen.append((time.monotonic(), engine_id, msg_type, content))
+
+    code = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.5)\ni"
+    future = pool.submit_cell(code, engine=0, on_output=on_output)
+    future.result(30)
+    done = time.monotonic()
+    streams = [(e, c["text"]) for _, e, t, c in seen if t == "stream"]
+    assert "".join(text for _, text in streams) == "0\n1\n2\n"
+    assert {e for e, _ in streams} == {0}
+    assert seen[0][0] < done - 0.8  # the first line came while the cell ran
+    assert [t for _, _, t, _ in seen][-1] == "execute_result"
+
+
+def test_submit_cell_timeout_bad_input_and_a_failing_on_output(pool: Pool) -> None:
+    with pytest.raises(TaskTimeout):
+        pool.submit_cell("import time; time.sleep(30)", engine=0, timeout=1).result(20)
+    with pytest.raises(TypeError, match="code is a str"):
+        pool.submit_cell(b"1")
+    with pytest.raises(TypeError, match="on_output is a callable"):
+        pool.submit_cell("1", on_output="print")
+    with pytest.raises(TypeError, match="engine must be an engine id"):
+        pool.submit_cell("1", engine="0")
+
+    def broken(engine_id: int, msg_type: str, content: dict) -> None:
+        raise RuntimeError("the callback's own bug")
+
+    future = pool.submit_cell("print('still runs')", on_output=broken)
+    assert future.result(30) is None
+    assert future.stdout == "still runs\n"
+
+
 def test_clear_resets_every_engine(pool: Pool) -> None:
     pool.push({"to_be_cleared": 1})
     pool.clear()

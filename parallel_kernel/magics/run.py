@@ -7,7 +7,9 @@ runs there.  While the notebook cell waits:
 
 * output is shown as ``--group-outputs`` says (:mod:`.rendering`), and the
   progress line counts the engines that finished;
-* ``--timeout S`` interrupts the engines still running after S seconds;
+* ``--timeout S`` interrupts the engines still running S seconds after the
+  cell sent the code (a timer does it, so a ``--noblock`` run is held to it
+  too, whether or not ``%pxresult`` waits for it);
 * ``--stop-on-error`` interrupts the others once one engine fails;
 * interrupting the notebook cell (the stop button, Ctrl-C) interrupts the
   engines, waits a moment for their output, and stops the cell.
@@ -26,7 +28,6 @@ from typing import Any
 
 from ..errors import EngineTimeout, ParallelCellError
 from ..pool.futures import TaskFuture
-from ..pool.scheduler import Job
 from . import targets
 from .cell import CellOutput
 from .rendering import GROUPINGS, Labeller, Piece, piece
@@ -58,23 +59,18 @@ class ParallelRun:
         self._lock = threading.Lock()
         self._finished = 0
         self.timed_out: list[int] = []
-        content = {
-            "code": code,
-            "silent": False,
-            "store_history": True,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": False,
-        }
+        self._timer: threading.Timer | None = None
         self.futures: dict[int, TaskFuture] = {}
         if self.live and settings.progress:
             self._progress()
         for engine_id in self.engine_ids:
-            future = pool._submit_message(
-                "execute_request", dict(content), [], Job(target=engine_id), sink=self._sink
-            )
+            future = pool.submit_cell(code, engine=engine_id, on_output=self._sink)
             self.futures[engine_id] = future
             future.add_done_callback(lambda _f, e=engine_id: self._engine_done(e))
+        if settings.timeout is not None and not self.ready():
+            self._timer = threading.Timer(settings.timeout, self._time_out)
+            self._timer.daemon = True
+            self._timer.start()
 
     # -- from the pool's loop thread
 
@@ -90,6 +86,8 @@ class ParallelRun:
     def _engine_done(self, engine_id: int) -> None:
         with self._lock:
             self._finished += 1
+            if self._finished == len(self.engine_ids) and self._timer is not None:
+                self._timer.cancel()
         if self.live:
             self.grouping.engine_done(engine_id)
             if self.settings.progress:
@@ -104,6 +102,15 @@ class ParallelRun:
         if done == total:
             text += f" ({time.monotonic() - self.started:.1f} s)"
         self.cell.progress(text)
+
+    # -- from the timer's thread
+
+    def _time_out(self) -> None:
+        """The timeout is up: interrupt the engines still running (or cancel their code)."""
+        with self._lock:
+            late = {e: f for e, f in self.futures.items() if not f.done()}
+            self.timed_out = sorted(late)
+        self._interrupt(late.values())
 
     # -- from the notebook's thread
 
@@ -145,22 +152,16 @@ class ParallelRun:
             raise
 
     def _wait_for_engines(self) -> None:
-        timeout = self.settings.timeout
-        deadline = None if timeout is None else self.started + timeout
         pending = set(self.futures.values())
         while pending:
-            left = TICK if deadline is None else deadline - time.monotonic()
-            wait_for = max(0.0, min(TICK, left))
             done, pending = concurrent.futures.wait(
-                pending, timeout=wait_for, return_when=concurrent.futures.FIRST_COMPLETED
+                pending, timeout=TICK, return_when=concurrent.futures.FIRST_COMPLETED
             )
             if self.settings.stop_on_error and any(_failed(f) for f in done):
                 self._interrupt(pending)
                 self._settle()
                 return
-            if pending and deadline is not None and time.monotonic() >= deadline:
-                self.timed_out = sorted(self._running())
-                self._interrupt(pending)
+            if self.timed_out:
                 self._settle()
                 return
 
@@ -172,9 +173,6 @@ class ParallelRun:
     def _settle(self) -> None:
         """Give interrupted engines a moment to end and send their output."""
         concurrent.futures.wait(list(self.futures.values()), timeout=INTERRUPT_GRACE)
-
-    def _running(self) -> list[int]:
-        return [e for e, f in self.futures.items() if not f.done()]
 
     def _raise(self) -> None:
         if self.timed_out:

@@ -299,6 +299,50 @@ class Pool(Executor):
             kind=kind_of(fn),
         )
 
+    def submit_cell(
+        self,
+        code: str,
+        *,
+        engine: int | None = None,
+        on_output: output.OutputCallback | None = None,
+        store_history: bool = True,
+        timeout: float | None = None,
+    ) -> TaskFuture:
+        """Schedule ``code`` to run as a notebook cell on an engine; return its future.
+
+        The cell is an ``execute_request``, so the engine's ``In``/``Out``,
+        display hooks and IPython magics work as in a notebook.  It waits its
+        turn like any task (``engine``: that engine only; ``timeout``: seconds
+        it may run before it is interrupted, as for :meth:`submit`).  The
+        future's result is ``None``; what the cell printed and displayed is on
+        the future (``stdout``, ``stderr``, ``outputs``), and a cell that raised
+        fails it with :class:`~parallel_kernel.RemoteError`.
+
+        ``on_output(engine_id, msg_type, content)`` is called for each output
+        message as it arrives (``stream``, ``display_data``,
+        ``update_display_data``, ``execute_result``, ``error``,
+        ``clear_output``; ``content`` as the Jupyter protocol has it), which
+        is how ``%px`` streams.  It is called on the pool's own thread, so it
+        must return quickly; an exception it raises is logged, not the task's.
+        """
+        if not isinstance(code, str):
+            raise TypeError(f"submit_cell: code is a str, not {type(code).__name__}")
+        if on_output is not None and not callable(on_output):
+            raise TypeError("submit_cell: on_output is a callable or None")
+        arguments.check_timeout(timeout)
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": bool(store_history),
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": False,
+        }
+        job = Job(target=arguments.check_engine(engine))
+        return self._submit_message(
+            "execute_request", content, [], job, sink=on_output, timeout=timeout, name="cell"
+        )
+
     def _submit_message(
         self,
         msg_type: str,

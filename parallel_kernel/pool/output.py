@@ -20,6 +20,7 @@ have, so forwarded outputs keep only the widget's other representations.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 #: The MIME type of a widget view, which refers to a widget model by id.
@@ -28,6 +29,8 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 RICH_TYPES = frozenset({"display_data", "update_display_data", "execute_result"})
 #: IOPub message types a task's output sink gets (see ``Task.sink``).
 SINK_TYPES = RICH_TYPES | {"stream", "error", "clear_output"}
+#: A task's output sink: called with ``(engine_id, msg_type, content)`` per output message.
+OutputCallback = Callable[[int, str, dict[str, Any]], None]
 
 
 def kernel_shell() -> Any:

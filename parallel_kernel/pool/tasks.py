@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import futures
+from .output import OutputCallback
 
 
 class TaskState(enum.StrEnum):
@@ -139,7 +139,7 @@ class Task:
         retry_on_error: bool = False,
         timeout: float | None = None,
         kind: str | None = None,
-        sink: Callable[[int, str, dict[str, Any]], None] | None = None,
+        sink: OutputCallback | None = None,
         name: str | None = None,
     ) -> None:
         self.future = future
