@@ -122,6 +122,24 @@ def test_the_dashboard_updates_while_a_map_runs(pool: Pool) -> None:
         dashboard.close()
 
 
+def test_a_pool_has_one_dashboard_however_often_it_is_shown(pool: Pool) -> None:
+    first = pool.dashboard()
+    try:
+        assert pool.dashboard() is first
+        watchers = len(pool._core.activity.watchers)
+        pool.dashboard()
+        assert len(pool._core.activity.watchers) == watchers  # drawn once, not per display
+    finally:
+        first.close()
+    assert first.closed
+    second = pool.dashboard()
+    try:
+        assert second is not first
+        assert not second.closed
+    finally:
+        second.close()
+
+
 def test_the_dashboards_interrupt_button_interrupts_a_busy_engine(pool: Pool) -> None:
     dashboard = pool.dashboard()
     try:
@@ -219,11 +237,14 @@ def test_a_pool_as_a_cells_last_value_shows_the_dashboard(kernel_name: str) -> N
         nbformat.v4.new_code_cell("from parallel_kernel import Pool\npool = Pool(2)"),
         nbformat.v4.new_code_cell("pool"),
         nbformat.v4.new_code_cell("print(pool.status())"),
+        nbformat.v4.new_code_cell("pool"),
         nbformat.v4.new_code_cell("pool.shutdown()"),
     ]
     NotebookClient(nb, timeout=120, kernel_name=kernel_name).execute()
     [view] = [o for o in nb.cells[1].outputs if WIDGET_VIEW in o.get("data", {})]
     model_id = view.data[WIDGET_VIEW]["model_id"]
+    [again] = [o for o in nb.cells[3].outputs if WIDGET_VIEW in o.get("data", {})]
+    assert again.data[WIDGET_VIEW]["model_id"] == model_id  # one dashboard, shown twice
     state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
     assert state[model_id]["model_name"] == "VBoxModel"
     texts = json.dumps([m["state"].get("value", "") for m in state.values()])

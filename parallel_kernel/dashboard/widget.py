@@ -23,7 +23,8 @@ STATS_INTERVAL = 2.0
 class Dashboard:
     """A live view of ``pool``; show it as a cell's last value or with ``display()``.
 
-    ``close()`` stops it (the pool's shutdown does too).
+    ``pool.dashboard()`` makes one per pool, and each display is another view
+    of its widgets.  ``close()`` stops it (the pool's shutdown does too).
     """
 
     def __init__(self, pool: Any) -> None:
@@ -135,6 +136,11 @@ class Dashboard:
             self.message.value = done
 
     # -- the user's side
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a closed dashboard draws no more)."""
+        return self._closed
 
     def close(self) -> None:
         """Stop updating and close the widgets."""

@@ -156,6 +156,7 @@ class Pool(Executor):
         )
         core = self._core
         self._all = AllEngines(core, self._submit_message)
+        self._dashboard: Any = None
         try:
             if _connection_files is None:
                 core.bridge.run(core.engines.start(count), timeout=startup_timeout * 2 + 10)
@@ -533,10 +534,15 @@ class Pool(Executor):
         return core.bridge.run(status.measured(core), timeout=status.STATS_WAIT * 3 + 5)
 
     def dashboard(self) -> Any:
-        """A live dashboard of this pool for notebooks (ipywidgets): one row per engine
+        """The live dashboard of this pool for notebooks (ipywidgets): one row per engine
         with its state, running task, counts, memory and CPU, and buttons to interrupt
         or restart it; the task stream of the last minute above.  ``pool`` as the last
-        line of a cell shows one too.  ``close()`` stops it; see ``docs/notebooks.md``."""
+        line of a cell shows it too.
+
+        A pool has one dashboard however often it is shown: every display is a
+        view of the same widgets, drawn once.  ``close()`` stops it (and
+        empties its views); the next call makes a new one.  See
+        ``docs/notebooks.md``."""
         try:
             import ipywidgets  # noqa: F401
 
@@ -546,7 +552,10 @@ class Pool(Executor):
                 f"pool.dashboard() needs ipywidgets ({exc}): "
                 "pip install 'parallel_kernel[notebook]'"
             ) from exc
-        return Dashboard(self)
+        shown = self._dashboard
+        if shown is None or shown.closed:
+            shown = self._dashboard = Dashboard(self)
+        return shown
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """In a notebook, a live dashboard; elsewhere, the pool's status as text."""
