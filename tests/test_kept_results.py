@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -116,6 +117,50 @@ def _peak_rss() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM")
+
+
+def test_threads_asking_for_one_kept_value_share_one_fetch(pool: Pool) -> None:
+    future = pool.submit(np.arange, 4 * MiB)
+    future.exception(WAIT)
+    assert future.kept is not None
+    fetches = kept(pool)[future.engine_id]["fetches"]
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(future.result(WAIT))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert len(got) == 4
+    assert all(value is got[0] for value in got)  # one value, fetched once
+    assert kept(pool)[future.engine_id]["fetches"] == fetches + 1
+
+
+def test_a_fetch_from_an_engine_that_does_not_answer_holds_up_no_other() -> None:
+    with Pool(2) as pool:
+        pids = pool.broadcast(os.getpid)
+        stuck = pool.submit(np.ones, MiB, engine=0)
+        fine = pool.submit(np.ones, MiB, engine=1)
+        for future in (stuck, fine):
+            assert future.exception(WAIT) is None
+            assert future.kept is not None
+        ended: dict[str, float] = {}
+
+        def wait_for_stuck() -> None:
+            with contextlib.suppress(Exception):  # its engine may be found lost while stopped
+                stuck.result(WAIT)
+            ended["stuck"] = time.monotonic()
+
+        os.kill(pids[0], signal.SIGSTOP)
+        try:
+            waiting = threading.Thread(target=wait_for_stuck)
+            waiting.start()
+            wait_until(lambda: stuck.kept.fetching is not None)
+            assert fine.result(WAIT)[0] == 1.0
+            ended["fine"] = time.monotonic()
+        finally:
+            os.kill(pids[0], signal.SIGCONT)
+        waiting.join(WAIT)
+        assert ended["fine"] < ended["stuck"]  # not after the stuck fetch ended
 
 
 def test_values_still_referred_to_are_fetched_before_the_pool_stops() -> None:

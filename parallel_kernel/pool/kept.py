@@ -4,7 +4,9 @@ A task's request asks its engine to keep a result of at least
 ``Pool(keep_over=...)`` bytes (see :mod:`parallel_kernel.kernel.kept`): its
 reply then says where the value is, and the future holds a
 :class:`KeptResult` instead of the value.  ``future.result()`` fetches the
-value (once) over the engine's control channel; a task that takes the
+value once, over the engine's control channel: callers that ask meanwhile
+wait for the same fetch, and fetches of different values run side by side
+(one engine that does not answer holds up no other).  A task that takes the
 future as an argument gets the value on its own engine in place, or fetched
 by its engine from the one that keeps it, never through this process.  When
 the last reference to the future is gone, the engine is told to drop the
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +35,6 @@ KEEP_OVER = 1 << 20
 #: control thread at once, and a large value then takes its transfer time.
 FETCH_WAIT = 300.0
 
-_fetching = threading.Lock()
-
 
 class KeptResult:
     """A task's result kept on engine ``engine_id`` (its kernel ``uuid``) under ``key``."""
@@ -44,6 +43,7 @@ class KeptResult:
         "__weakref__",
         "core",
         "engine_id",
+        "fetching",
         "key",
         "nbytes",
         "recipe",
@@ -66,6 +66,8 @@ class KeptResult:
         self.key = str(kept["key"])
         self.nbytes = int(kept.get("nbytes", 0))
         self.type_name = str(kept.get("type", "object"))
+        #: The fetch of the value under way, if one is (loop thread).
+        self.fetching: asyncio.Future[Any] | None = None
 
     def __repr__(self) -> str:
         return f"<{self.type_name} of {self.nbytes:,} bytes kept on engine {self.engine_id}>"
@@ -88,19 +90,17 @@ def copies_of(future: Any) -> list[KeptResult]:
 def value_of(future: Any, timeout: float | None) -> Any:
     """``future``'s value, fetched from its engine (once) if it is kept there.
 
-    The fetch runs on the pool's loop; the calling thread waits for it.
+    The fetch runs on the pool's loop; the calling thread waits for it (a
+    timeout leaves it running, for the next call to wait for).
     """
-    with _fetching:
-        value = future._result
-        if type(value) is not KeptResult:
-            return value
-        try:
-            core = value.core
-            fetched = core.bridge.run(core.kept.fetch(value), timeout or FETCH_WAIT)
-        except ReferenceError:
-            raise EngineDied(f"the pool is gone, and the {value!r} with it") from None
-        future._result = fetched
-        return fetched
+    value = future._result
+    if type(value) is not KeptResult:
+        return value
+    try:
+        core = value.core
+        return core.bridge.run(core.kept.value(future), timeout or FETCH_WAIT)
+    except ReferenceError:
+        raise EngineDied(f"the pool is gone, and the {value!r} with it") from None
 
 
 class KeptResults:
@@ -125,6 +125,23 @@ class KeptResults:
         self.keys.setdefault(engine.id, set()).add(result.key)
         weakref.finalize(future, self._release_soon, engine.id, engine.uuid, result.key)
         return result
+
+    async def value(self, future: Any) -> Any:
+        """``future``'s value: fetched into it the first time, the same fetch for every
+        caller while it is under way (a failed fetch is tried again by the next call)."""
+        kept = future._result
+        if type(kept) is not KeptResult:
+            return kept
+        if kept.fetching is None:
+            kept.fetching = asyncio.ensure_future(self._fetch_into(future, kept))
+        return await asyncio.shield(kept.fetching)
+
+    async def _fetch_into(self, future: Any, kept: KeptResult) -> Any:
+        try:
+            future._result = await self.fetch(kept)
+        finally:
+            kept.fetching = None
+        return future._result
 
     async def fetch(self, kept: KeptResult) -> Any:
         """The value of ``kept``, from its engine's control channel."""
@@ -174,7 +191,7 @@ class KeptResults:
 
         async def fetch_into(future: Any) -> None:
             with contextlib.suppress(Exception):  # lost with its engine: result() says so
-                future._result = await self.fetch(future._result)
+                await self.value(future)
 
         await asyncio.gather(*(fetch_into(f) for f in pending))
 
