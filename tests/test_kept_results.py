@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import Driver, wait_until
 
-from parallel_kernel import DependencyError, EngineDied, Pool
+from parallel_kernel import DependencyError, EngineDied, Pool, TaskInterrupted
 from parallel_kernel.serialize import SerializationError
 
 pytestmark = pytest.mark.timeout(180)
@@ -161,6 +161,40 @@ def test_a_fetch_from_an_engine_that_does_not_answer_holds_up_no_other() -> None
             os.kill(pids[0], signal.SIGCONT)
         waiting.join(WAIT)
         assert ended["fine"] < ended["stuck"]  # not after the stuck fetch ended
+
+
+def hog_the_interpreter(seconds: float) -> None:
+    """Runs on an engine: keep its other threads (the control thread too) from running."""
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_a_task_waiting_for_an_input_from_another_engine_can_be_interrupted() -> None:
+    with Pool(2) as pool:
+        value = pool.submit(np.ones, MiB, engine=0)
+        assert value.exception(WAIT) is None
+        assert value.kept is not None
+        hog = pool.submit(hog_the_interpreter, 20, engine=0)  # engine 0 cannot answer fetches
+        wait_until(hog.running)
+        task = pool.submit(np.sum, value, engine=1)
+        wait_until(task.running)
+        time.sleep(0.5)  # engine 1 is waiting for engine 0's answer
+        assert not task.done()
+        task.interrupt()
+        with pytest.raises(TaskInterrupted, match="interrupted while fetching input 0"):
+            task.result(10)
+        assert not hog.done()  # the interrupt ended the wait, not an answer from engine 0
+        hog.interrupt()
+        hog.exception(WAIT)
+        assert pool.submit(np.sum, value, engine=1).result(WAIT) == MiB  # engine 0 answers again
 
 
 def test_values_still_referred_to_are_fetched_before_the_pool_stops() -> None:

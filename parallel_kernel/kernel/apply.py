@@ -154,6 +154,11 @@ class ApplyRunner:
         self.saved_sigint = set_signal_handler(SIGINT, self.gate.handler)
         self.gate.enter(msg_id, phase)
 
+    def interrupted_before_code(self) -> bool:
+        """Whether the request this thread serves was interrupted before its user code
+        (while its arguments are unpacked: a kept input fetched from another engine)."""
+        return threading.current_thread() is threading.main_thread() and self.gate.pending
+
     def sigint_restore(self) -> None:
         """Put back the SIGINT handler from before :meth:`sigint_interrupts`.
 

@@ -14,12 +14,16 @@ carries no result.  A kept value is
 
 An input kept on another engine is fetched from that engine's control
 channel, by the thread that runs the task, with the address and signing key
-the request carries for it (and CurveZMQ when that engine uses it).
+the request carries for it (and CurveZMQ when that engine uses it).  An
+interrupt of the task while it waits for that engine ends the wait: the task
+ends interrupted, its code never run.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -31,6 +35,8 @@ from ..protocol import FETCH_REQUEST
 
 #: Seconds an engine waits for another engine to answer a fetch of a kept input.
 PEER_FETCH_TIMEOUT = 120.0
+#: Seconds between two looks for an interrupt while an engine waits for another.
+PEER_POLL_INTERVAL = 0.1
 
 
 class ResultStore:
@@ -102,10 +108,15 @@ def fetch_reply_content(store: ResultStore, content: Any) -> tuple[dict[str, Any
 
 
 class InputResolver:
-    """Gives a task the values of its inputs that are kept, here or on another engine."""
+    """Gives a task the values of its inputs that are kept, here or on another engine.
 
-    def __init__(self, store: ResultStore) -> None:
+    ``interrupted()`` says whether the task being given them was interrupted
+    meanwhile (a fetch from another engine then stops waiting).
+    """
+
+    def __init__(self, store: ResultStore, interrupted: Callable[[], bool] = bool) -> None:
         self.store = store
+        self.interrupted = interrupted
 
     def __call__(self, index: int, spec: Any) -> Any:
         """The value of input ``index``, kept as ``spec`` says (``{"key": ..., "peer": ...}``)."""
@@ -123,11 +134,17 @@ class InputResolver:
                     f"input {index} is not kept on this engine any more (key {spec['key']!r})",
                     "arguments",
                 ) from None
-        return fetch_from_peer(index, spec["key"], peer)
+        return fetch_from_peer(index, spec["key"], peer, self.interrupted)
 
 
-def fetch_from_peer(index: int, key: str, peer: dict[str, Any]) -> Any:
-    """Fetch the value kept under ``key`` on the engine ``peer`` describes."""
+def fetch_from_peer(
+    index: int, key: str, peer: dict[str, Any], interrupted: Callable[[], bool] = bool
+) -> Any:
+    """Fetch the value kept under ``key`` on the engine ``peer`` describes.
+
+    Raises ``KeyboardInterrupt`` as soon as ``interrupted()`` is true while
+    waiting for the answer.
+    """
     try:
         url = peer["url"]
         session = Session(
@@ -147,12 +164,7 @@ def fetch_from_peer(index: int, key: str, peer: dict[str, Any]) -> Any:
             socket.curve_serverkey = server_key.encode()
         socket.connect(url)
         session.send(socket, FETCH_REQUEST, {"key": key, "shared_memory": shared_memory.place()})
-        if not socket.poll(PEER_FETCH_TIMEOUT * 1000):
-            raise DeserializationError(
-                f"input {index}: the engine it is kept on ({url}) did not answer within "
-                f"{PEER_FETCH_TIMEOUT:g} s",
-                "arguments",
-            )
+        _wait_for_answer(socket, index, url, interrupted)
         _, reply = session.recv(socket, copy=False)
     finally:
         socket.close()
@@ -164,3 +176,21 @@ def fetch_from_peer(index: int, key: str, peer: dict[str, Any]) -> Any:
             "arguments",
         )
     return serialize.unpack_result(content, reply["buffers"])
+
+
+def _wait_for_answer(
+    socket: zmq.Socket[Any], index: int, url: str, interrupted: Callable[[], bool]
+) -> None:
+    """Wait for the peer's answer on ``socket``, as long as the task is not interrupted."""
+    deadline = time.monotonic() + PEER_FETCH_TIMEOUT
+    while not socket.poll(PEER_POLL_INTERVAL * 1000):
+        if interrupted():
+            raise KeyboardInterrupt(
+                f"interrupted while fetching input {index} from the engine it is kept on ({url})"
+            )
+        if time.monotonic() >= deadline:
+            raise DeserializationError(
+                f"input {index}: the engine it is kept on ({url}) did not answer within "
+                f"{PEER_FETCH_TIMEOUT:g} s",
+                "arguments",
+            )

@@ -97,8 +97,8 @@ class ParallelKernel(ControlRequests, compat.PrivateOverrides, IPythonKernel):
         self.aborts = AbortRecord(capacity=self.abort_capacity, history=self.abort_capacity)
         self.namespace_gate = NamespaceGate()
         self.kept = ResultStore()
-        self.kept_inputs = InputResolver(self.kept)
         self.apply_runner = ApplyRunner(self)
+        self.kept_inputs = InputResolver(self.kept, self.apply_runner.interrupted_before_code)
         self.main_shell_queue = MainShellQueue()
         self.clears_on_the_way = ClearsOnTheWay()
         self.shell_handlers = HandlerTable(
