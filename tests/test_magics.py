@@ -67,6 +67,11 @@ CELLS: dict[str, str] = {
         "%%px --targets 0\nfrom IPython.display import HTML, display\ndisplay(HTML('<b>bold</b>'))"
     ),
     "timeit": "%%px --targets 0\n%timeit -n 1 -r 1 sum(range(10))",
+    "display_update": (
+        "%%px\nfrom IPython.display import display\n"
+        "shown = display(f'first {get_ipython().kernel.engine_id}', display_id=True)\n"
+        "shown.update(f'second {get_ipython().kernel.engine_id}')"
+    ),
     "figure": (
         "%%px --targets 1\n%matplotlib inline\nimport matplotlib.pyplot as plt\n"
         "plt.plot([1, 3, 2]); plt.show()"
@@ -255,6 +260,17 @@ def test_rich_output_is_shown_as_itself(ran: Ran) -> None:
     [html] = [o for o in ran.outputs("rich") if "text/html" in o.get("data", {})]
     assert html.data["text/html"] == "<b>bold</b>"
     assert "[output:0]" in ran.text("rich", "stdout")
+
+
+def test_a_display_an_engine_updates_is_updated_in_place(ran: Ran) -> None:
+    shown = [
+        o.data["text/plain"]
+        for o in ran.outputs("display_update")
+        if o.output_type == "display_data" and not o.data["text/plain"].startswith("%px:")
+    ]
+    assert sorted(shown) == ["'second 0'", "'second 1'"]  # no 'first', no third output
+    labels = ran.text("display_update", "stdout").split()
+    assert sorted(labels) == ["[output:0]", "[output:1]"]
 
 
 def test_a_figure_drawn_on_an_engine_is_shown_as_an_image(ran: Ran) -> None:

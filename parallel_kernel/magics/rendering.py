@@ -13,8 +13,10 @@ it is shown:
 Results are labelled ``Out[0:3]:`` (engine 0, its execution count 3),
 displays ``[output:0]``, errors ``[error:0]`` with the engine's traceback;
 rich outputs (HTML, images, figures) are shown as themselves after their
-label.  An engine's ``clear_output`` is not passed on: it would clear the
-output of every engine.
+label.  A display an engine updates in place (``display(...,
+display_id=True)`` and ``handle.update(...)``) is updated in place here too,
+under a display id of its engine's.  An engine's ``clear_output`` is not
+passed on: it would clear the output of every engine.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Piece:
     engine: int
     kind: str  # one of KINDS
     content: dict[str, Any]
+    #: An ``update_display_data``: it replaces the display of the same display id.
+    update: bool = False
 
 
 def piece(engine: int, msg_type: str, content: dict[str, Any]) -> Piece | None:
@@ -47,7 +51,7 @@ def piece(engine: int, msg_type: str, content: dict[str, Any]) -> Piece | None:
     if msg_type == "execute_result":
         return Piece(engine, "result", content)
     if msg_type in ("display_data", "update_display_data"):
-        return Piece(engine, "display", content)
+        return Piece(engine, "display", content, update=msg_type == "update_display_data")
     if msg_type == "error":
         return Piece(engine, "error", content)
     return None
@@ -91,18 +95,28 @@ class Labeller:
 
     def _display(self, item: Piece) -> None:
         data = shareable(item.content.get("data") or {})
-        self._bundle(f"[output:{item.engine}]", data, item.content.get("metadata"))
+        label = f"[output:{item.engine}]"
+        display_id = (item.content.get("transient") or {}).get("display_id")
+        if not display_id or not self.cell.in_kernel:
+            self._bundle(label, data, item.content.get("metadata"))
+            return
+        options = {"transient": {"display_id": f"engine-{item.engine}-{display_id}"}}
+        if item.update:
+            # in place, as itself: its label was shown with the display it updates
+            self.cell.bundle(data, item.content.get("metadata"), update=True, **options)
+        else:
+            self._bundle(label, data, item.content.get("metadata"), **options)
 
-    def _bundle(self, label: str, data: dict[str, Any], metadata: Any) -> None:
+    def _bundle(self, label: str, data: dict[str, Any], metadata: Any, **options: Any) -> None:
         if not data:
             return
         plain = data.get("text/plain", "")
-        if set(data) == {"text/plain"}:
+        if set(data) == {"text/plain"} and not options:
             separator = "\n" if "\n" in plain else " "
             self.cell.bundle({"text/plain": f"{label}{separator}{plain}"})
             return
         self.cell.stream("stdout", f"{label}\n")
-        self.cell.bundle(data, metadata)
+        self.cell.bundle(data, metadata, **options)
 
     def _error(self, item: Piece) -> None:
         content = item.content
