@@ -67,6 +67,10 @@ CELLS: dict[str, str] = {
         "%%px --targets 0\nfrom IPython.display import HTML, display\ndisplay(HTML('<b>bold</b>'))"
     ),
     "timeit": "%%px --targets 0\n%timeit -n 1 -r 1 sum(range(10))",
+    "progress_bar": (
+        "%%px --targets 0\nfor p in (50, 100):\n    print(f'\\r{p}%', end='', flush=True)\n"
+        "    time.sleep(0.2)\nprint()"
+    ),
     "display_update": (
         "%%px\nfrom IPython.display import display\n"
         "shown = display(f'first {get_ipython().kernel.engine_id}', display_id=True)\n"
@@ -260,6 +264,13 @@ def test_rich_output_is_shown_as_itself(ran: Ran) -> None:
     [html] = [o for o in ran.outputs("rich") if "text/html" in o.get("data", {})]
     assert html.data["text/html"] == "<b>bold</b>"
     assert "[output:0]" in ran.text("rich", "stdout")
+
+
+def test_a_line_redrawn_with_carriage_returns_keeps_its_label(ran: Ran) -> None:
+    text = ran.text("progress_bar", "stdout")
+    # what a frontend shows: each line from its last carriage return
+    shown = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+    assert shown == ["[stdout:0] 100%", ""]
 
 
 def test_a_display_an_engine_updates_is_updated_in_place(ran: Ran) -> None:

@@ -25,7 +25,7 @@ import dataclasses
 import threading
 from typing import Any
 
-from ..pool.output import shareable
+from ..pool.output import LineLabels, shareable
 from .cell import CellOutput
 
 #: The order of the kinds with ``--group-outputs type``.
@@ -62,7 +62,7 @@ class Labeller:
 
     def __init__(self, cell: CellOutput) -> None:
         self.cell = cell
-        self._line_start: dict[tuple[int, str], bool] = {}
+        self._labels = LineLabels()
         self._lock = threading.Lock()
 
     def show(self, pieces: list[Piece]) -> None:
@@ -78,15 +78,8 @@ class Labeller:
         self.cell.stream("stderr", self._labelled(item, "stderr"))
 
     def _labelled(self, item: Piece, name: str) -> str:
-        label = f"[{name}:{item.engine}] "
-        key = (item.engine, name)
-        out = []
-        for line in str(item.content.get("text", "")).splitlines(keepends=True):
-            if self._line_start.get(key, True):
-                out.append(label)
-            out.append(line)
-            self._line_start[key] = line.endswith("\n")
-        return "".join(out)
+        text = str(item.content.get("text", ""))
+        return self._labels((item.engine, name), f"[{name}:{item.engine}] ", text)
 
     def _result(self, item: Piece) -> None:
         data = shareable(item.content.get("data") or {})

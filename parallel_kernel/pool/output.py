@@ -90,15 +90,37 @@ def publish(
             publisher.reset_thread_parent(token)
 
 
+class LineLabels:
+    """Puts a label before every line of streamed text, across the chunks it comes in.
+
+    A carriage return starts a line too: a progress bar that redraws its line
+    (``\\r 40%|####``) keeps its label, since the frontend overwrites the line
+    from its start.
+    """
+
+    def __init__(self) -> None:
+        self._line_start: dict[Any, bool] = {}
+
+    def __call__(self, stream: Any, label: str, text: str) -> str:
+        """``text``, the next chunk of ``stream``, with ``label`` starting each of its lines."""
+        out = []
+        for line in text.splitlines(keepends=True):
+            if self._line_start.get(stream, True):
+                out.append(label)
+            out.append(line)
+            self._line_start[stream] = line.endswith(("\n", "\r"))
+        return "".join(out)
+
+
 class OutputForwarder:
     """Shows engine output in this process, parented to the cell each task came from."""
 
     def __init__(self) -> None:
-        self._line_start: dict[tuple[int, str], bool] = {}
+        self._labels = LineLabels()
 
     def stream(self, engine_id: int, name: str, text: str, parent: dict[str, Any] | None) -> None:
         """Show ``text`` that engine ``engine_id`` wrote to its stream ``name``."""
-        write(name, self._prefix(engine_id, name, text), parent)
+        write(name, self._labels((engine_id, name), f"[engine {engine_id}] ", text), parent)
 
     def rich(
         self, engine_id: int, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None
@@ -119,18 +141,6 @@ class OutputForwarder:
             transient=content.get("transient"),
             update=msg_type == "update_display_data",
         )
-
-    def _prefix(self, engine_id: int, name: str, text: str) -> str:
-        """``text`` with every line that starts in it prefixed by its engine id."""
-        prefix = f"[engine {engine_id}] "
-        key = (engine_id, name)
-        out = []
-        for line in text.splitlines(keepends=True):
-            if self._line_start.get(key, True):
-                out.append(prefix)
-            out.append(line)
-            self._line_start[key] = line.endswith("\n")
-        return "".join(out)
 
 
 def display_outputs(future: Any) -> None:
