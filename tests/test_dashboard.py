@@ -7,9 +7,11 @@ them, and in kernels run by nbclient and driven through jupyter_client.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
+import weakref
 from queue import Empty
 
 import nbformat
@@ -138,6 +140,20 @@ def test_a_pool_has_one_dashboard_however_often_it_is_shown(pool: Pool) -> None:
         assert not second.closed
     finally:
         second.close()
+
+
+def test_a_dashboard_does_not_keep_its_pool_alive() -> None:
+    pool = Pool(1)
+    dashboard = pool.dashboard()
+    core = pool._core
+    dropped = weakref.ref(pool)
+    del pool
+    gc.collect()
+    assert dropped() is None
+    wait_until(lambda: core.closed, TIMEOUT)  # the dropped pool wound down, as without one
+    dashboard.interrupt(0)
+    assert dashboard.message.value == "the pool is gone"
+    dashboard.close()
 
 
 def test_the_dashboards_interrupt_button_interrupts_a_busy_engine(pool: Pool) -> None:

@@ -9,6 +9,7 @@ engines.  Each engine row has an *interrupt* and a *restart* button.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from ..pool import status as pool_status
@@ -31,7 +32,8 @@ class Dashboard:
         import ipywidgets as widgets
 
         self._widgets = widgets
-        self._pool = pool
+        # not a reference that keeps the pool alive: a dropped pool winds down as without one
+        self._pool = weakref.proxy(pool)
         self._core = pool._core
         self.totals = widgets.HTML()
         self.stream = widgets.HTML()
@@ -120,16 +122,18 @@ class Dashboard:
 
     def interrupt(self, engine_id: int) -> None:
         """What the *interrupt* button of ``engine_id`` does."""
-        self._act(f"engine {engine_id}: interrupted", self._pool.interrupt, engine_id)
+        self._act(f"engine {engine_id}: interrupted", "interrupt", engine_id)
 
     def restart(self, engine_id: int) -> None:
         """What the *restart* button of ``engine_id`` does."""
         self.message.value = f"engine {engine_id}: restarting&hellip;"
-        self._act(f"engine {engine_id}: restarted", self._pool.restart_engine, engine_id)
+        self._act(f"engine {engine_id}: restarted", "restart_engine", engine_id)
 
-    def _act(self, done: str, action: Any, engine_id: int) -> None:
+    def _act(self, done: str, action: str, engine_id: int) -> None:
         try:
-            action(engine_id)
+            getattr(self._pool, action)(engine_id)
+        except ReferenceError:
+            self.message.value = "the pool is gone"
         except Exception as exc:
             self.message.value = f"<span style='color:#d62728'>{type(exc).__name__}: {exc}</span>"
         else:
